@@ -1,0 +1,81 @@
+"""One Hydra job: validate the config, build data and network, train, write the results."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner.data import data_from_config
+from runner.trainer import Job, resolve_device, train_jobs
+from runner.validate import validate
+
+log = logging.getLogger("runner")
+
+
+def run_name(cfg: dict) -> str:
+    """Says the coordinates a sweep varies: loss, A, T, width, depth, lr, seed."""
+    loss = cfg["loss"]
+    parts = [cfg["dataset"]["name"], loss["name"]]
+    if loss["name"] not in ("ce", "mse"):
+        parts.append(f"A{loss['A']:g}-T{loss['T']:g}")
+    m = cfg["model"]
+    parts.append(f"w{m['width']}" + (f"x{m['depth']}" if m["depth"] != 1 else ""))
+    parts.append(f"{cfg['optim']['name']}{cfg['optim']['lr']:g}")
+    parts.append(f"s{cfg['seed']}")
+    return "-".join(parts)
+
+
+def hydra_context() -> tuple[Path, str | None]:
+    """The job directory, and the default W&B group: one per multirun (its sweep folder)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        return job_dir, f"{hc.job.name}-{Path(hc.sweep.dir).name}-{Path(hc.sweep.dir).parent.name}"
+    return job_dir, "single"
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    """The resolved config without Hydra's own node."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def job_from_config(cfg: DictConfig, job_dir: Path, default_group: str | None) -> Job:
+    config = plain_config(cfg)
+    validate(config)
+    group = config["wandb"]["group"] or default_group
+    return Job(config, job_dir, run_name(config), group)
+
+
+def run(cfg: DictConfig) -> float | None:
+    job_dir, group = hydra_context()
+    job = job_from_config(cfg, job_dir, group)
+    threads = job.config["train"]["threads"]
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = resolve_device(job.config["train"]["device"])
+    data = data_from_config(cfg)
+    progress = bool(job.config["train"]["progress"]) and os.environ.get("RUNNER_NO_PROGRESS") is None
+    (result,) = train_jobs([job], data, device, progress=progress)
+    log.info(
+        "%s %s: val/acc %.4f (best %.4f), train/acc %.4f, train/loss %.4g, %d steps in %.1f s on %s -> %s",
+        job.name,
+        result["status"],
+        result["final_val_acc"] or float("nan"),
+        result["best_val_acc"] or float("nan"),
+        result["final_train_acc"] or float("nan"),
+        result["final_train_loss"] or float("nan"),
+        result["steps"] or 0,
+        result["runtime_s"],
+        result["device"],
+        job_dir,
+    )
+    return result["final_val_acc"]  # a sweeper (e.g. optuna) can maximise it

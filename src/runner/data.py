@@ -42,13 +42,18 @@ class Data:
         return Data(move(self.train), move(self.val), self.classes)
 
 
-def spiral(n: int, classes: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """C arms of two turns each; r evenly spaced in [0, 1], Gaussian noise on the angle (METHOD 4)."""
+def spiral(n: int, classes: int, noise: float, rng: np.random.Generator, grid: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """C arms of two turns each, Gaussian noise on the angle (METHOD.md section 4).
+
+    grid=True (training): r evenly spaced in [0, 1], as the authors. grid=False (validation): r drawn
+    uniformly in [0, 1], the same distribution along the arm; a grid would repeat the training radii,
+    and r = 0 would put one point of every arm exactly on a training point (the origin).
+    """
     xs, ys = [], []
-    r = np.linspace(0.0, 1.0, n)
     for k in range(classes):
+        r = np.linspace(0.0, 1.0, n) if grid else np.sort(rng.uniform(0.0, 1.0, n))
         start = 2 * np.pi * k / classes
-        angle = np.linspace(start, start + 4 * np.pi, n) + rng.normal(0.0, noise, n)
+        angle = start + 4 * np.pi * r + rng.normal(0.0, noise, n)
         xs.append(np.stack([r * np.cos(angle), r * np.sin(angle)], 1))
         ys.append(np.full(n, k))
     return np.concatenate(xs), np.concatenate(ys)
@@ -120,7 +125,8 @@ def make_data(name: str, classes: int, n_train: int, n_val: int, noise: float, s
     elif name in GENERATORS:
         gen = GENERATORS[name]
         xt, yt = gen(n_train, classes, noise, np.random.default_rng(seed))
-        xv, yv = gen(n_val, classes, noise, np.random.default_rng(seed + VAL_SEED_OFFSET))
+        val_rng = np.random.default_rng(seed + VAL_SEED_OFFSET)
+        xv, yv = spiral(n_val, classes, noise, val_rng, grid=False) if name == "spiral" else gen(n_val, classes, noise, val_rng)
     else:
         raise ValueError(f"dataset.name={name!r}: allowed values are {', '.join(DATASETS)}")
     xt, xv = standardise(xt, xv)

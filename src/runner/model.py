@@ -103,8 +103,7 @@ class MLPStack:
         key = (xa.shape[-1], xa.dtype, xa.device)
         if key not in self._acts:
             self._acts[key] = [
-                torch.ones(self.runs, w.shape[1] + 1, xa.shape[-1], dtype=xa.dtype, device=xa.device)
-                for w in self.weights[:-1]
+                torch.ones(self.runs, w.shape[1] + 1, xa.shape[-1], dtype=xa.dtype, device=xa.device) for w in self.weights[:-1]
             ]
         return self._acts[key]
 

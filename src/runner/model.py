@@ -86,17 +86,34 @@ def _activation_backward(grad: torch.Tensor, out: torch.Tensor, pre: torch.Tenso
 class MLPStack:
     """M MLPs of one architecture; layer l's weights are a [M, out, in + 1] tensor."""
 
-    def __init__(self, weights: list[torch.Tensor], activation: str):
+    def __init__(self, weights: list[torch.Tensor], activation: str, run_sizes: list[list[int]] | None = None):
         self.weights = weights
         self.activation = activation
         self.runs = weights[0].shape[0]
+        full = [weights[0].shape[2] - 1] + [w.shape[1] for w in weights]
+        self.run_sizes = run_sizes or [full] * self.runs
         self._acts: dict[tuple, list[torch.Tensor]] = {}
 
     @classmethod
-    def create(cls, sizes: list[int], init: str, seeds: list[int], activation: str, dtype, device) -> MLPStack:
-        per_run = [init_weights(sizes, init, s) for s in seeds]
-        weights = [torch.stack([run[i] for run in per_run]).to(dtype=dtype, device=device) for i in range(len(sizes) - 1)]
-        return cls(weights, activation)
+    def create(cls, sizes: list[int] | list[list[int]], init: str, seeds: list[int], activation: str, dtype, device) -> MLPStack:
+        """Runs of one depth; `sizes` shared, or one list per run (narrower runs are zero-padded).
+
+        Padding is exact for activations with act(0) = 0 (relu, tanh, gelu): a padded unit has zero
+        input weights and bias, so its output is 0, its outgoing weights get zero gradient, and its
+        incoming weights get zero gradient because its outgoing weights are zero. It stays 0 forever.
+        """
+        run_sizes = [list(sizes)] * len(seeds) if isinstance(sizes[0], int) else [list(s) for s in sizes]
+        if len({len(s) for s in run_sizes}) != 1:
+            raise ValueError("runs in one stack must have the same depth")
+        if len({tuple(s) for s in run_sizes}) > 1 and not padding_is_exact(activation):
+            raise ValueError(f"runs of different widths cannot share a stack with activation {activation}")
+        full = [max(col) for col in zip(*run_sizes)]
+        weights = [torch.zeros(len(seeds), o, i + 1, dtype=torch.float64) for i, o in zip(full[:-1], full[1:])]
+        for m, (s, seed) in enumerate(zip(run_sizes, seeds)):
+            for layer, w in enumerate(init_weights(s, init, seed)):
+                weights[layer][m, : w.shape[0], : w.shape[1] - 1] = w[:, :-1]
+                weights[layer][m, : w.shape[0], -1] = w[:, -1]  # the bias column is always last
+        return cls([w.to(dtype=dtype, device=device) for w in weights], activation, run_sizes)
 
     def _buffers(self, xa: torch.Tensor) -> list[torch.Tensor]:
         """Preallocated augmented activations (their last row stays 1) for inputs of this shape."""
@@ -153,7 +170,17 @@ class MLPStack:
         return grads
 
     def run_weights(self, m: int) -> list[torch.Tensor]:
-        return [w[m].detach().clone() for w in self.weights]
+        """Run m's own (unpadded) augmented weights."""
+        sizes = self.run_sizes[m]
+        out = []
+        for layer, w in enumerate(self.weights):
+            rows, cols = sizes[layer + 1], sizes[layer]
+            out.append(torch.cat([w[m, :rows, :cols], w[m, :rows, -1:]], 1).detach().clone())
+        return out
+
+
+def padding_is_exact(activation: str) -> bool:
+    return activation in ("relu", "tanh", "gelu")
 
 
 def to_module(weights: list[torch.Tensor], activation: str) -> nn.Sequential:

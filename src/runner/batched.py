@@ -1,0 +1,81 @@
+"""The batched launcher's work: prepare each job as the basic launcher would, then train by groups."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
+
+from runner.app import hydra_context, job_from_config, previous_result, summary_line
+from runner.batching import group_jobs, max_runs, split
+from runner.data import data_from_config
+from runner.files import write_json
+from runner.trainer import Job, resolve_device, train_jobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Skipped:
+    """A job whose directory already holds its result (resumed sweep)."""
+
+    value: float | None
+
+
+def prepare(cfg: DictConfig) -> Job | Skipped:
+    """The task function run_job calls for each job: validate, describe, train nothing."""
+    job_dir, group = hydra_context()
+    done = previous_result(cfg, job_dir)
+    if done is not None:
+        return Skipped(done.get("final_val_acc"))
+    return job_from_config(cfg, job_dir, group)
+
+
+def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
+    """Train every prepared job; each JobReturn gets its run's final validation accuracy."""
+    pending = [i for i, r in enumerate(returns) if r.status == JobStatus.COMPLETED and isinstance(r._return_value, Job)]
+    for _i, r in enumerate(returns):
+        if r.status == JobStatus.COMPLETED and isinstance(r._return_value, Skipped):
+            r.return_value = r._return_value.value
+    jobs = [returns[i]._return_value for i in pending]
+    progress = os.environ.get("RUNNER_NO_PROGRESS") is None
+    for group in group_jobs([j.config for j in jobs]):
+        cfg = jobs[group[0]].config
+        threads = cfg["train"]["threads"]
+        if threads:
+            torch.set_num_threads(int(threads))
+        device = resolve_device(cfg["train"]["device"])
+        data = data_from_config(_Cfg(cfg))
+        widest = max(group, key=lambda g: jobs[g].config["model"]["width"])
+        size = max_runs(jobs[widest].config, data.train.x.shape[0], data.features, data.classes, device, max_batch)
+        for part in split(group, size):
+            members = [jobs[g] for g in part]
+            log.info("training %d runs as one stack on %s: %s ...", len(members), device, members[0].name)
+            try:
+                results = train_jobs(members, data, device, progress=progress and bool(cfg["train"]["progress"]))
+            except Exception as e:  # noqa: BLE001 - one failing group must not stop the sweep
+                log.exception("a group of %d runs failed", len(members))
+                for g, job in zip(part, members):
+                    write_json(job.job_dir / "result.json", {"status": "failed", "error": repr(e), "name": job.name, "config": job.config})
+                    returns[pending[g]].status = JobStatus.FAILED
+                    returns[pending[g]].return_value = e
+                continue
+            for g, result in zip(part, results):
+                returns[pending[g]].return_value = result["final_val_acc"]
+                job = jobs[g]
+                line = summary_line(job, result)
+                log.info(line)
+                with open(job.job_dir / f"{returns[pending[g]].hydra_cfg.hydra.job.name}.log", "a") as f:
+                    f.write(line + "\n")  # what the basic launcher's per-job log file would end with
+
+
+class _Cfg(dict):
+    """data_from_config reads cfg.dataset.name: attribute access over the plain config dict."""
+
+    def __getattr__(self, key):
+        value = self[key]
+        return _Cfg(value) if isinstance(value, dict) else value

@@ -1,0 +1,153 @@
+"""hydra/launcher=batched: the same jobs, the same files and the same numbers as the basic launcher."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CONF
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from runner.batching import group_jobs
+from runner.compose_cache import CachingComposer
+
+# 2 seeds x 2 lrs x 2 (A) x 2 (T) x 2 widths = 32 jobs; lr 1.0 is near the edge of stability here
+SWEEP = ["loss=dce", "seed=0,1", "optim.lr=0.5,1.0", "loss.A=10,70", "loss.T=20,40", "model.width=8,16"]
+TINY = ["train.steps=300", "train.eval_every=10", "wandb.mode=disabled"]
+
+
+def jobs(sweep: Path) -> dict[str, Path]:
+    """Job dirs by their overrides, so two launchers' sweeps can be matched job by job."""
+    out = {}
+    for d in sweep.glob("[0-9]*"):
+        out[" ".join(OmegaConf.load(d / ".hydra" / "overrides.yaml"))] = d
+    return out
+
+
+def files(job: Path) -> set[str]:
+    return {str(p.relative_to(job)) for p in job.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    from conftest import run_cli
+
+    tmp = tmp_path_factory.mktemp("batched")
+    for launcher in ("basic", "batched"):
+        proc = run_cli(["-m", f"hydra/launcher={launcher}", *SWEEP, *TINY, f"hydra.sweep.dir={tmp / launcher}"], tmp)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return jobs(tmp / "basic"), jobs(tmp / "batched")
+
+
+def test_same_jobs_and_same_files(sweeps):
+    basic, batched = sweeps
+    assert len(basic) == 32 and basic.keys() == batched.keys()
+    for key in basic:
+        assert files(basic[key]) == files(batched[key]), key
+        rb = json.loads((basic[key] / "result.json").read_text())
+        rs = json.loads((batched[key] / "result.json").read_text())
+        assert rb.keys() == rs.keys() and rb["config"] == rs["config"]
+        assert OmegaConf.load(basic[key] / ".hydra" / "config.yaml") == OmegaConf.load(batched[key] / ".hydra" / "config.yaml")
+
+
+def test_each_job_matches_the_same_job_run_alone(sweeps):
+    basic, batched = sweeps
+    worst_final = 0.0
+    for key in basic:
+        hb = pd.read_csv(basic[key] / "history.csv")
+        hs = pd.read_csv(batched[key] / "history.csv")
+        first = hb["step"] <= 50
+        for col in ["train/loss", "train/dyn_loss", "train/acc", "val/loss", "val/acc", "gamma/0", "gamma/1"]:
+            np.testing.assert_allclose(hs.loc[first, col], hb.loc[first, col], rtol=1e-10, atol=1e-12, err_msg=f"{key} {col}")
+        sb = pd.read_csv(basic[key] / "steps.csv").iloc[:50]
+        ss = pd.read_csv(batched[key] / "steps.csv").iloc[:50]
+        np.testing.assert_allclose(ss.to_numpy(), sb.to_numpy(), rtol=1e-10, atol=1e-12)
+        rb = json.loads((basic[key] / "result.json").read_text())
+        rs = json.loads((batched[key] / "result.json").read_text())
+        worst_final = max(worst_final, abs(rb["final_val_acc"] - rs["final_val_acc"]))
+    # 300 steps in float64: only summation order differs (padded widths), far from chaotic separation
+    assert worst_final <= 0.01
+
+
+def test_float32_first_steps_match(cli, tmp_path):
+    args = [
+        "loss=dce",
+        "seed=0,1",
+        "model.width=8,16",
+        "train.dtype=float32",
+        "train.steps=50",
+        "train.eval_every=10",
+        "wandb.mode=disabled",
+    ]
+    cli("-m", *args, f"hydra.sweep.dir={tmp_path}/basic")
+    cli("-m", "hydra/launcher=batched", *args, f"hydra.sweep.dir={tmp_path}/batched")
+    basic, batched = jobs(tmp_path / "basic"), jobs(tmp_path / "batched")
+    assert len(basic) == 4
+    for key in basic:
+        hb, hs = pd.read_csv(basic[key] / "history.csv"), pd.read_csv(batched[key] / "history.csv")
+        np.testing.assert_allclose(hs["train/loss"], hb["train/loss"], rtol=1e-5)
+        np.testing.assert_allclose(hs["val/acc"], hb["val/acc"], atol=1e-5)
+
+
+def test_a_diverging_run_leaves_the_others_untouched(cli, tmp_path):
+    # MSE, because cross-entropy at a huge lr saturates instead of overflowing
+    common = [
+        "hydra/launcher=batched",
+        "loss=dmse1",
+        "loss.T=20",
+        "seed=0,1",
+        "train.steps=200",
+        "train.eval_every=20",
+        "wandb.mode=disabled",
+    ]
+    cli("-m", *common, "optim.lr=0.1", f"hydra.sweep.dir={tmp_path}/clean")
+    cli("-m", *common, "optim.lr=0.1,1000", f"hydra.sweep.dir={tmp_path}/mixed")
+    clean, mixed = jobs(tmp_path / "clean"), jobs(tmp_path / "mixed")
+    diverged = [k for k in mixed if "optim.lr=1000" in k]
+    assert len(diverged) == 2
+    for k in diverged:
+        r = json.loads((mixed[k] / "result.json").read_text())
+        assert r["status"] == "diverged" and r["diverged_step"] is not None
+    for k, d in clean.items():
+        m = mixed[k]
+        # a stack of 4 instead of 2: the batched matmul may block differently, so equal to rounding
+        pd.testing.assert_frame_equal(pd.read_csv(d / "history.csv"), pd.read_csv(m / "history.csv"), rtol=1e-10)
+        assert json.loads((m / "result.json").read_text())["status"] == "finished"
+
+
+def test_grouping_keeps_incompatible_jobs_apart():
+    def cfg(**kw):
+        base = {"seed": 0, "model": {"width": 8, "depth": 1, "activation": "relu"}, "loss": {"name": "dce", "A": 10}, "optim": {"lr": 1.0}}
+        for k, v in kw.items():
+            section, key = k.split("__")
+            base[section] = {**base[section], key: v}
+        return base
+
+    configs = [cfg(), cfg(optim__lr=0.1), cfg(model__width=32), cfg(loss__name="dmse1"), cfg(model__depth=2), cfg(loss__A=70)]
+    assert group_jobs(configs) == [[0, 1, 2, 5], [3], [4]]
+    sigmoid = [cfg(model__activation="sigmoid"), cfg(model__activation="sigmoid", model__width=32)]
+    assert group_jobs(sigmoid) == [[0], [1]]  # padding is exact only when act(0) = 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["seed=3", "optim.lr=0.1"],
+        ["loss=dmse2", "loss.A=7", "model.width=4"],
+        ["experiment=p1_long", "train.steps=10", "seed=2"],
+        ["optim=adam", "+extra_key=1", "dataset=moons"],
+    ],
+)
+def test_cached_composition_equals_hydra(overrides):
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
+    master = loader.load_configuration("config", overrides=["hydra/launcher=batched"], run_mode=RunMode.MULTIRUN)
+    composer = CachingComposer(loader.load_sweep_config)
+    composer(master, ["seed=9"])  # warm the cache with another job of the same groups
+    fast = composer(master, list(overrides))
+    full = loader.load_sweep_config(master, list(overrides))
+    strip = lambda c: {k: v for k, v in OmegaConf.to_container(c).items()}  # noqa: E731
+    assert strip(fast) == strip(full)

@@ -12,10 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates 0600 files: results would be unreadable to the rest of a group on a shared cluster.
+FILE_MODE = _default_mode()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runner.checkpoint import Checkpointer
 from runner.data import Data
 from runner.losses import LossHead
 from runner.model import MLPStack, augment, layer_sizes
@@ -112,13 +113,17 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
     opt = make_optimizer(cfg["optim"]["name"], stack.weights, lr, _Attr(cfg["optim"]))
     scale = lr if opt.folds_lr else torch.ones_like(lr)
     sched = schedule_tensors(jobs, dtype, device)
-    recorders = [RunRecorder(j.config, j.job_dir, j.name, j.group) for j in jobs]
+    ckpt = Checkpointer(jobs, int(cfg["train"].get("checkpoint_every") or 0))  # finds a checkpoint to resume from
+    recorders = [RunRecorder(j.config, j.job_dir, j.name, j.group, resume=ckpt.recorder_state(m)) for m, j in enumerate(jobs)]
 
     xa_train, xa_val = augment(data.train.x), augment(data.val.x)
     batch = cfg["optim"].get("batch_size")
     sampler = None
     if batch is not None and int(batch) < data.train.x.shape[0]:
         sampler = MinibatchSampler([int(j.config["seed"]) for j in jobs], data.train.x.shape[0], int(batch), device)
+        # loss_mix (once per chunk) divides by head.samples, which set_labels sets only per step: without
+        # this the first chunk of a run (and of a resumed run) recorded its losses scaled by B / P.
+        head.samples = int(batch)
     xa_flat = xa_train[0]  # [d + 1, P] for minibatch gathers
 
     total, every = int(cfg["train"]["steps"]), int(cfg["train"]["eval_every"])
@@ -145,13 +150,15 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         if bar is not None:
             bar.set_postfix(val_acc=f"{float(host['val/acc'][alive].mean()):.3f}", refresh=False)
 
-    t = 0
+    t = ckpt.restore(stack, opt, sampler, alive, status, diverged_step)  # 0 unless resumed
+    if bar is not None and t:
+        bar.update(t)
     while True:
         if t % every == 0 or t == total:
             evaluate(t)
         if t == total or not alive.any():
             break
-        K = min(chunk_max, every - t % every, total - t)
+        K = min(chunk_max, every - t % every, total - t, ckpt.steps_to_next(t))
         gamma = gamma_for(torch.arange(t, t + K, device=device), jobs, C, sched)
         mix = head.loss_mix(gamma)
         if sampler is None:
@@ -179,6 +186,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
                 for w in stack.weights:  # masked out: zeros stay finite and leave the other runs alone
                     w[m].zero_()
         t += K
+        ckpt.after_chunk(t, total, jobs, stack, opt, sampler, alive, status, diverged_step, recorders)
         if bar is not None:
             bar.update(K)
     if bar is not None:
@@ -187,13 +195,13 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
     runtime = time.perf_counter() - t_start
     results = []
     for m, (job, rec) in enumerate(zip(jobs, recorders)):
-        last = rec.rows[-1] if rec.rows else {}
+        last = rec.last_row  # the recorder streams history to disk and keeps only the summary
         result = {
             "status": status[m],
             "steps": total if status[m] == "finished" else diverged_step[m],
             "diverged_step": diverged_step[m],
             "final_val_acc": last.get("val/acc"),
-            "best_val_acc": max((r["val/acc"] for r in rec.rows), default=None),
+            "best_val_acc": rec.best_val_acc,
             "final_train_acc": last.get("train/acc"),
             "final_train_loss": last.get("train/loss"),
             "final_val_loss": last.get("val/loss"),
@@ -205,6 +213,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         }
         rec.finish(result, stack.run_weights(m) if status[m] == "finished" else None)
         results.append(result)
+    ckpt.finish()  # after every result.json: a checkpoint is only needed while a run is unfinished
     return results
 
 

@@ -1,17 +1,32 @@
-"""Checks of a composed config before any work starts: one line per problem, naming key and allowed values."""
+"""Checks of a composed config before any work starts: one line per problem, naming key and allowed values.
+
+This module must stay free of torch (and of the runner modules that import it): the CLI validates
+before `import torch` (about 2 s), so a bad config fails in well under a second. The allowed names are
+therefore listed here; tests/test_validation.py checks they equal the implementing modules' own lists.
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
+import re
+from pathlib import Path
 
-import torch
+from omegaconf import DictConfig, OmegaConf
 
-from runner.data import DATASETS, DIGITS_MAX_PER_CLASS, FIXED_CLASSES
-from runner.losses import LOSSES
-from runner.model import ACTIVATIONS, INITS
-from runner.optim import OPTIMIZERS
-from runner.schedule import SHAPES
 from runner.tracking import MODES
+
+DATASETS = ("spiral", "moons", "circles", "blobs", "xor", "digits")  # runner.data.DATASETS
+FIXED_CLASSES = {"moons": 2, "xor": 2}  # runner.data.FIXED_CLASSES
+DIGITS_MAX_PER_CLASS = 174  # runner.data.DIGITS_MAX_PER_CLASS
+LOSS_NAMES = ("ce", "dce", "mse", "dmse1", "dmse2")  # runner.losses.LOSSES
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # runner.model.ACTIVATIONS
+INITS = ("glorot_normal", "torch_default", "glorot_uniform", "he_normal")  # runner.model.INITS
+OPTIMIZERS = ("gd", "sgd", "adam")  # runner.optim.OPTIMIZERS
+SHAPES = ("triangle", "sine")  # runner.schedule.SHAPES
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 class ConfigError(ValueError):
@@ -19,7 +34,8 @@ class ConfigError(ValueError):
 
 
 def _num(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A finite real number (not a bool, not a string, not nan/inf)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int(v) -> bool:
@@ -60,7 +76,7 @@ def problems(cfg: dict) -> list[str]:
     choice("model.activation", m.get("activation"), ACTIVATIONS)
     choice("model.init", m.get("init"), INITS)
 
-    choice("loss.name", lo.get("name"), list(LOSSES))
+    choice("loss.name", lo.get("name"), LOSS_NAMES)
     need(_num(lo.get("A")) and lo.get("A") >= 1, "loss.A", lo.get("A"), "must be a number >= 1")
     need(_num(lo.get("T")) and lo.get("T") >= 1, "loss.T", lo.get("T"), "must be a number >= 1 (steps)")
     choice("loss.shape", lo.get("shape"), SHAPES)
@@ -82,18 +98,93 @@ def problems(cfg: dict) -> list[str]:
 
     integer("train.steps", t.get("steps"), 1)
     integer("train.eval_every", t.get("eval_every"), 1)
-    choice("train.dtype", t.get("dtype"), ("float32", "float64"))
-    choice("train.device", t.get("device"), ("auto", "cpu", "cuda"))
-    if t.get("device") == "cuda" and not torch.cuda.is_available():
+    choice("train.dtype", t.get("dtype"), DTYPES)
+    choice("train.device", t.get("device"), DEVICES)
+    if t.get("device") == "cuda" and not _cuda_present():
         out.append("train.device='cuda': no CUDA device is present here; use auto or cpu")
+    integer("train.checkpoint_every", t.get("checkpoint_every", 0), 0)
     th = t.get("threads")
     need(th is None or (_int(th) and th >= 1), "train.threads", th, "must be null or an integer >= 1")
     integer("seed", cfg.get("seed"), 0)
     choice("wandb.mode", w.get("mode"), MODES)
+    sh = cfg.get("sharpness", {})
+    integer("sharpness.every", sh.get("every", 0), 0)
+    k = sh.get("k", 1)
+    integer("sharpness.k", k, 1)
+    integer("sharpness.iters", sh.get("iters", 20), k if _int(k) and k >= 1 else 1)  # k values need >= k Lanczos steps
+    need(_num(sh.get("tol", 1e-6)) and sh.get("tol", 1e-6) > 0, "sharpness.tol", sh.get("tol"), "must be a number > 0")
     return out
+
+
+def _cuda_present() -> bool:
+    import torch  # only for device=cuda: every other check stays torch-free
+
+    return torch.cuda.is_available()
+
+
+def message(found: list[str]) -> str:
+    return "\n".join(f"invalid config: {p}" for p in found)
 
 
 def validate(cfg: dict) -> None:
     found = problems(cfg)
     if found:
-        raise ConfigError("\n".join(f"invalid config: {p}" for p in found))
+        raise ConfigError(message(found))
+
+
+def plain(cfg: DictConfig) -> dict:
+    """The resolved config without Hydra's node (which holds job-time values such as hydra.job.num)."""
+    keys = [k for k in cfg if k != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """problems() of a composed config, including values that fail to resolve (e.g. a missing ${oc.env:})."""
+    try:
+        resolved = plain(cfg)
+    except Exception as e:  # noqa: BLE001 - omegaconf raises several types; each is one line for the user
+        key = getattr(e, "full_key", None) or "config"
+        return [f"{key}: cannot be resolved ({str(e).splitlines()[0]})"]
+    return problems(resolved)
+
+
+# --- command-line config-group choices (loss=foo) --------------------------------------------------
+# Hydra's own message for an unknown group option spans a dozen lines and exits 1; this check gives
+# the same one-line form as every other problem, for single runs and for every value of a sweep.
+_GROUP_ARG = re.compile(r"^\+{0,2}([a-z_]+)=(.*)$")
+
+
+def group_options(group: str, conf: Path = CONF) -> list[str]:
+    return sorted(p.stem for p in (conf / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def group_problems(argv: list[str], conf: Path = CONF) -> list[str]:
+    """Unknown options of our config groups among command-line overrides (sweeps expanded)."""
+    if any(a in ("-cp", "-cd", "--config-path", "--config-dir") or a.startswith(("--config-path=", "--config-dir=")) for a in argv):
+        return []  # another config tree: its groups are not ours to judge
+    out = []
+    for arg in argv:
+        m = _GROUP_ARG.match(arg)
+        if not m or m.group(1) == "hydra" or not (conf / m.group(1)).is_dir():
+            continue  # a plain key (seed=1) or Hydra's own groups
+        group, values = m.group(1), _values(arg)
+        allowed = group_options(group, conf)
+        for v in values:
+            if v not in allowed and v != "null":
+                out.append(f"{group}={v!r}: allowed values are {', '.join(allowed)} (files in conf/{group}/)")
+    return out
+
+
+def _values(arg: str) -> list[str]:
+    """The option names an override names: one, or each element of a sweep (ce,dce / choice(ce,dce))."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+    except Exception:  # noqa: BLE001 - an unparsable override is Hydra's to report
+        return []
+    if override.is_discrete_sweep():
+        return [str(v) for v in override.sweep_string_iterator()]
+    if override.is_sweep_override():
+        return []  # range()/interval(): not option names
+    return [override.get_value_element_as_str()]

@@ -178,10 +178,9 @@ def test_wandb_online_without_network_falls_back_to_offline(tmp_path, api_key):
         env_all["WANDB_API_KEY"] = api_key
     job = tmp_path / "job"
     tic = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "model.width=8", "train.steps=400", "train.eval_every=20", "train.threads=1", f"hydra.run.dir={job}"],
-        cwd=tmp_path, env={**env_all, "RUNNER_NO_PROGRESS": "1"}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    args = ["model.width=8", "train.steps=400", "train.eval_every=20", "train.threads=1", f"hydra.run.dir={job}"]
+    env_all["RUNNER_NO_PROGRESS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env_all, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - tic
     print(f"W&B fallback run: {elapsed:.1f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -232,7 +231,8 @@ def test_history_restore_cuts_back_to_a_checkpoint(tmp_path):
 
 class _Recorder:
     def state(self) -> dict:
-        return {"history_bytes": 0, "history_rows": 0, "steps_bytes": 0, "steps_rows": 0, "last_row": {}, "best_val_acc": None, "wandb_id": None}
+        files = {"history_bytes": 0, "history_rows": 0, "steps_bytes": 0, "steps_rows": 0}
+        return {**files, "last_row": {}, "best_val_acc": None, "wandb_id": None}
 
 
 def test_checkpoint_restores_one_run_into_a_differently_composed_stack(tmp_path):

@@ -60,7 +60,12 @@ def multirun_problems(config: DictConfig) -> list[str]:
     jobs = sweep_jobs(config)
     if jobs is None:
         return []
+    from runner.compose_cache import install
+
     loader = GlobalHydra.instance().hydra.config_loader
+    # Compose once per combination of group choices, not once per job: this check, Hydra's own
+    # batch validation and the launcher's per-job composition all share the cache (compose_cache.py).
+    install(loader)
     seen: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         try:

@@ -16,7 +16,7 @@ from runner.batching import group_jobs
 from runner.compose_cache import CachingComposer
 
 # 2 seeds x 2 lrs x 2 (A) x 2 (T) x 2 widths = 32 jobs; lr 1.0 is near the edge of stability here
-SWEEP = ["loss=dce", "seed=0,1", "optim.lr=0.5,1.0", "loss.A=10,70", "loss.T=20,40", "model.width=8,16"]
+SWEEP = ["loss=dce", "seed=0,1", "optim.lr=0.5,1.0", "loss.A=10,70", "loss.T=20,40", "model.width=12,16"]  # one padded stack
 TINY = ["train.steps=300", "train.eval_every=10", "wandb.mode=disabled"]
 
 
@@ -127,9 +127,20 @@ def test_grouping_keeps_incompatible_jobs_apart():
             base[section] = {**base[section], key: v}
         return base
 
-    configs = [cfg(), cfg(optim__lr=0.1), cfg(model__width=32), cfg(loss__name="dmse1"), cfg(model__depth=2), cfg(loss__A=70)]
-    assert group_jobs(configs) == [[0, 1, 2, 5], [3], [4]]
-    sigmoid = [cfg(model__activation="sigmoid"), cfg(model__activation="sigmoid", model__width=32)]
+    configs = [
+        cfg(),
+        cfg(optim__lr=0.1),
+        cfg(model__width=6),  # within a factor of 2 of 8: padded into the same stack
+        cfg(loss__name="dmse1"),
+        cfg(model__depth=2),
+        cfg(loss__A=70),
+        cfg(loss__name="ce"),  # ce = dce at A = 1
+        cfg(model__width=32),  # too far from 8: its own stack
+        cfg(loss__name="mse"),
+        cfg(loss__name="dmse2"),
+    ]
+    assert group_jobs(configs) == [[0, 1, 2, 5, 6], [3, 8], [4], [7], [9]]
+    sigmoid = [cfg(model__activation="sigmoid"), cfg(model__activation="sigmoid", model__width=7)]
     assert group_jobs(sigmoid) == [[0], [1]]  # padding is exact only when act(0) = 0
 
 

@@ -1,13 +1,15 @@
 """Which jobs of a sweep can train as one stacked model, and how many fit at once.
 
 Jobs share a stack when everything but the per-run quantities is equal: per-run are the seed, the
-learning rate, the schedule (A, T, shape, normalisation, phase, static_from), W&B settings and, for
-activations with act(0) = 0, the width (narrower runs are zero-padded exactly, see model.py).
+learning rate, the schedule (A, T, shape, normalisation, phase, static_from), W&B settings, a static
+loss next to its dynamical twin (ce with dce, mse with dmse1) and, for activations with act(0) = 0,
+widths within a factor of two (narrower runs are zero-padded exactly, see model.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import torch
@@ -39,8 +41,11 @@ def group_key(config: dict) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(last, None)
+    shared["loss"]["name"] = {"ce": "dce", "mse": "dmse1"}.get(shared["loss"]["name"], shared["loss"]["name"])  # losses.stack_loss
     if padding_is_exact(shared["model"]["activation"]):
-        shared["model"].pop("width")
+        # Widths within a factor of two share a stack (padded to the widest): fewer, fuller stacks,
+        # at most 2x the arithmetic of the narrowest run. Farther apart, padding costs more than it saves.
+        shared["model"]["width"] = math.ceil(math.log2(shared["model"]["width"]))
     return json.dumps(shared, sort_keys=True)
 
 

@@ -24,6 +24,16 @@ LOSSES = {  # name -> (family, weighting); weighting "none" means static: Gamma 
 }
 
 
+def stack_loss(names: list[str]) -> str:
+    """The head a stack of runs trains with: a static loss is its dynamical twin with Gamma = 1
+    (ce = dce at A = 1, mse = dmse1 at A = 1: the same arithmetic), so ce and dce runs share a stack."""
+    twins = {"ce": "dce", "mse": "dmse1"}
+    heads = {twins.get(n, n) for n in names}
+    if len(heads) != 1:
+        raise ValueError(f"losses {sorted(set(names))} cannot share a stack")
+    return names[0] if len(set(names)) == 1 else heads.pop()
+
+
 class LossHead:
     """Per-step loss values and output gradients for a stack of M runs on one labelled batch."""
 

@@ -55,8 +55,24 @@ def job_from_config(cfg: DictConfig, job_dir: Path, default_group: str | None) -
     return Job(config, job_dir, run_name(config), group)
 
 
+def previous_result(cfg: DictConfig, job_dir: Path) -> dict | None:
+    """With resume on, the result a previous run of this job left (a rerun of a sweep into the same
+    folder trains only what is missing); None when the job has to train."""
+    if not cfg.get("resume", False):
+        return None
+    from runner.resume import finished_result
+
+    done = finished_result(job_dir, plain_config(cfg))
+    if done is not None:
+        log.info("%s already finished, skipped (%s, val/acc %s)", job_dir, done["status"], done.get("final_val_acc"))
+    return done
+
+
 def run(cfg: DictConfig) -> float | None:
     job_dir, group = hydra_context()
+    done = previous_result(cfg, job_dir)
+    if done is not None:
+        return done.get("final_val_acc")
     job = job_from_config(cfg, job_dir, group)
     threads = job.config["train"]["threads"]
     if threads:

@@ -130,15 +130,16 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, reference):
     assert not (job / "checkpoint.pt").exists()
 
 
-def test_sigterm_checkpoints_exits_non_zero_and_resumes(tmp_path, reference):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_stop_signal_checkpoints_exits_non_zero_and_resumes(tmp_path, reference, signum):
     job = tmp_path / "job"
     proc = popen([*KILL, f"hydra.run.dir={job}"], tmp_path)
     wait_for_step(proc, job / "steps.csv", random.randint(1500, 15000))
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert proc.returncode == 128 + signum, err[-3000:]
     err += out
-    assert "SIGTERM" in err and not (job / "result.json").exists()
+    assert signal.Signals(signum).name in err and not (job / "result.json").exists()
     saved = torch.load(job / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < saved < 30000
     # the files end exactly at the checkpoint: nothing after it was written

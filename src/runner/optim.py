@@ -81,8 +81,12 @@ def make_optimizer(name: str, weights: list[torch.Tensor], lr: torch.Tensor, cfg
     raise ValueError(f"optim.name={name!r}: allowed values are {', '.join(OPTIMIZERS)}")
 
 
-def stability_threshold(name: str, lr: float, momentum: float) -> float | None:
-    """Largest sharpness at which GD on a quadratic is stable: 2/lr, (2 + 2 beta)/lr with momentum."""
+def stability_threshold(name: str, lr: float, momentum: float, beta1: float = 0.9) -> float:
+    """Largest sharpness at which the optimiser is stable on a quadratic.
+
+    GD: 2/lr; heavy-ball momentum beta: (2 + 2 beta)/lr. Adam: (2 + 2 beta1) / ((1 - beta1) lr), a bound
+    on the *preconditioned* sharpness lambda_max(P^-1 H) (Cohen et al. 2022, adaptive edge of stability).
+    """
     if name == "adam":
-        return None
+        return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
     return (2.0 + 2.0 * momentum) / lr

@@ -23,8 +23,10 @@ from runner.data import Data
 from runner.losses import LossHead
 from runner.model import MLPStack, augment, layer_sizes
 from runner.optim import make_optimizer
+from runner.plot import log_dynamics_figure
 from runner.records import RunRecorder
 from runner.schedule import class_weights
+from runner.sharpness import SharpnessMonitor
 
 log = logging.getLogger(__name__)
 CHUNK = 1000  # steps between host syncs; bounded further by memory for big stacks
@@ -125,6 +127,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         # this the first chunk of a run (and of a resumed run) recorded its losses scaled by B / P.
         head.samples = int(batch)
     xa_flat = xa_train[0]  # [d + 1, P] for minibatch gathers
+    sharp = SharpnessMonitor(jobs, stack, xa_train, data.train.y, C, opt)  # sharpness.every; measures nothing when 0
 
     total, every = int(cfg["train"]["steps"]), int(cfg["train"]["eval_every"])
     per_step = M * C * (batch or data.train.x.shape[0])
@@ -140,12 +143,14 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         va = val_head.evaluate(stack.forward(xa_val)[0], data.val.y, g)
         host = {k: v.cpu().numpy() for k, v in {**{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}.items()}
         gh = g.cpu().numpy()
+        sh = sharp.measure(t, g, alive) if sharp.due(t) else {}  # at theta_t, with step t's Gamma
         for m in np.flatnonzero(alive):
             row = {"step": t}
             for key in ("train/loss", "train/dyn_loss", "train/acc", "val/loss", "val/dyn_loss", "val/acc"):
                 row[key] = float(host[key][m])
             row.update({f"val/acc_class/{c}": float(host["val/acc_class"][m, c]) for c in range(C)})
             row.update({f"gamma/{c}": float(gh[m, c]) for c in range(C)})
+            row.update({k: float(v[m]) for k, v in sh.items()})
             recorders[m].add_row(row)
         if bar is not None:
             bar.set_postfix(val_acc=f"{float(host['val/acc'][alive].mean()):.3f}", refresh=False)
@@ -164,11 +169,13 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         if sampler is None:
             weights = head.output_weights(gamma, scale)
             for k in range(K):
+                sharp.before_step(t + k, gamma[k], alive)  # lambda_max at theta_{t+k} on sharpness steps
                 out, cache = stack.forward(xa_train)
                 grad = head.step(out, weights[k], mix[k], losses[k])
                 stack.backward(cache, grad, opt.apply)
         else:
             for k in range(K):
+                sharp.before_step(t + k, gamma[k], alive)
                 idx = sampler.next()
                 head.set_labels(data.train.y[idx], dtype)
                 xb = xa_flat[:, idx].permute(1, 0, 2)  # [M, d + 1, B]
@@ -185,6 +192,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
                 log.warning("%s diverged at step %d (non-finite loss)", jobs[m].name, diverged_step[m])
                 for w in stack.weights:  # masked out: zeros stay finite and leave the other runs alone
                     w[m].zero_()
+        sharp.add_rows(t, host, recorders)  # the chunk's sharpness rows, with their steps' losses
         t += K
         ckpt.after_chunk(t, total, jobs, stack, opt, sampler, alive, status, diverged_step, recorders)
         if bar is not None:
@@ -211,6 +219,8 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
             "name": job.name,
             "config": job.config,
         }
+        result.update(sharp.summary(m, rec))  # final and max lambda_max, fraction above the threshold
+        log_dynamics_figure(rec)  # the dynamics figure to W&B (only when W&B is on; never fails the run)
         rec.finish(result, stack.run_weights(m) if status[m] == "finished" else None)
         results.append(result)
     ckpt.finish()  # after every result.json: a checkpoint is only needed while a run is unfinished

@@ -128,6 +128,9 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         head.samples = int(batch)
     xa_flat = xa_train[0]  # [d + 1, P] for minibatch gathers
     sharp = SharpnessMonitor(jobs, stack, xa_train, data.train.y, C, opt)  # sharpness.every; measures nothing when 0
+    if sharp.every:  # Lanczos' random start vectors and warm start are training state too: resume them exactly
+        ckpt.add_generator("sharpness", sharp.lanczos.gen)
+        ckpt.add_stacked("sharpness_ritz", sharp.lanczos, "ritz")
 
     total, every = int(cfg["train"]["steps"]), int(cfg["train"]["eval_every"])
     per_step = M * C * (batch or data.train.x.shape[0])

@@ -91,7 +91,7 @@ def test_width_presets_never_train_a_static_run_twice():
     losses = {k[0] for k in keys}
     assert losses == {"ce", "mse", "dce", "dmse1", "dmse2"}
     assert len({k[1] for k in keys if k[1]}) == 4  # 2 A x 2 T, every pair for every dynamical loss
-    assert len([k for k in keys if k[1] is None]) == 2 * 6 * 5
+    assert len([k for k in keys if k[1] is None]) == 2 * 8 * 5
 
 
 def test_width_presets_pick_the_lr_of_the_loss_family():

@@ -170,11 +170,12 @@ def collect(sweep_dir: str | Path, running_s: float = RUNNING_S) -> pd.DataFrame
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     now = time.time()
-    rows = [job_row(d, root, now, running_s) for d in job_dirs(root)]
+    dirs = job_dirs(root)
+    rows = [job_row(d, root, now, running_s) for d in dirs]
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=["job", "status", *SETTINGS, *METRICS])
-    override_keys = list(dict.fromkeys(k for d in job_dirs(root) for k in read_overrides(d)))
+    override_keys = list(dict.fromkeys(k for d in dirs for k in read_overrides(d)))
     df.attrs["swept"] = [k for k in override_keys if k in df and df[k].astype(str).nunique(dropna=False) > 1]
     return df
 

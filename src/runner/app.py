@@ -37,7 +37,8 @@ def hydra_context() -> tuple[Path, str | None]:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        return job_dir, f"{hc.job.name}-{Path(hc.sweep.dir).name}-{Path(hc.sweep.dir).parent.name}"
+        sweep = Path(hc.sweep.dir)  # multirun/DATE/TIME -> runner-DATE_TIME
+        return job_dir, f"{hc.job.name}-{sweep.parent.name}_{sweep.name}"
     return job_dir, "single"
 
 
@@ -68,6 +69,16 @@ def previous_result(cfg: DictConfig, job_dir: Path) -> dict | None:
     return done
 
 
+def summary_line(job: Job, result: dict) -> str:
+    """The one line a job prints at the end: its final numbers and where its files are."""
+    nan = float("nan")
+    return (
+        f"{job.name} {result['status']}: val/acc {result['final_val_acc'] or nan:.4f} (best {result['best_val_acc'] or nan:.4f}), "
+        f"train/acc {result['final_train_acc'] or nan:.4f}, train/loss {result['final_train_loss'] or nan:.4g}, "
+        f"{result['steps'] or 0} steps in {result['runtime_s']:.1f} s on {result['device']} -> {job.job_dir}"
+    )
+
+
 def run(cfg: DictConfig) -> float | None:
     job_dir, group = hydra_context()
     done = previous_result(cfg, job_dir)
@@ -81,17 +92,5 @@ def run(cfg: DictConfig) -> float | None:
     data = data_from_config(cfg)
     progress = bool(job.config["train"]["progress"]) and os.environ.get("RUNNER_NO_PROGRESS") is None
     (result,) = train_jobs([job], data, device, progress=progress)
-    log.info(
-        "%s %s: val/acc %.4f (best %.4f), train/acc %.4f, train/loss %.4g, %d steps in %.1f s on %s -> %s",
-        job.name,
-        result["status"],
-        result["final_val_acc"] or float("nan"),
-        result["best_val_acc"] or float("nan"),
-        result["final_train_acc"] or float("nan"),
-        result["final_train_loss"] or float("nan"),
-        result["steps"] or 0,
-        result["runtime_s"],
-        result["device"],
-        job_dir,
-    )
+    log.info(summary_line(job, result))
     return result["final_val_acc"]  # a sweeper (e.g. optuna) can maximise it

@@ -20,7 +20,7 @@ import torch
 
 from runner.checkpoint import Checkpointer
 from runner.data import Data
-from runner.losses import LossHead
+from runner.losses import LossHead, stack_loss
 from runner.model import MLPStack, augment, layer_sizes
 from runner.optim import make_optimizer
 from runner.plot import log_dynamics_figure
@@ -75,7 +75,9 @@ def gamma_for(steps: torch.Tensor, jobs: list[Job], classes: int, sched) -> torc
         lc = j.config["loss"]
         sl = slice(m, m + 1)
         cols.append(
-            class_weights(steps, classes, A[sl], T[sl], shape=lc["shape"], normalize=lc["normalize"], phase=lc["phase"], static_from=static_from[sl])
+            class_weights(
+                steps, classes, A[sl], T[sl], shape=lc["shape"], normalize=lc["normalize"], phase=lc["phase"], static_from=static_from[sl]
+            )
         )
     return torch.cat(cols, 1)
 
@@ -107,10 +109,12 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
     data = data.to(device, dtype)
     M, C = len(jobs), data.classes
     model = cfg["model"]
-    sizes = layer_sizes(data.features, int(model["width"]), int(model["depth"]), C)
+    # one size list per run: runs of different widths share a stack, zero-padded (model.py)
+    sizes = [layer_sizes(data.features, int(j.config["model"]["width"]), int(model["depth"]), C) for j in jobs]
     stack = MLPStack.create(sizes, model["init"], [int(j.config["seed"]) for j in jobs], model["activation"], dtype, device)
-    head = LossHead(cfg["loss"]["name"], data.train.y, C, dtype)
-    val_head = LossHead(cfg["loss"]["name"], data.val.y, C, dtype)
+    loss_name = stack_loss([j.config["loss"]["name"] for j in jobs])
+    head = LossHead(loss_name, data.train.y, C, dtype)
+    val_head = LossHead(loss_name, data.val.y, C, dtype)
     lr = torch.tensor([float(j.config["optim"]["lr"]) for j in jobs], dtype=dtype, device=device)
     opt = make_optimizer(cfg["optim"]["name"], stack.weights, lr, _Attr(cfg["optim"]))
     scale = lr if opt.folds_lr else torch.ones_like(lr)
@@ -144,7 +148,9 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         g = gamma_for(torch.tensor([t], device=device), jobs, C, sched)[0]
         tr = head.evaluate(stack.forward(xa_train)[0], data.train.y, g)
         va = val_head.evaluate(stack.forward(xa_val)[0], data.val.y, g)
-        host = {k: v.cpu().numpy() for k, v in {**{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}.items()}
+        host = {
+            k: v.cpu().numpy() for k, v in {**{f"train/{k}": v for k, v in tr.items()}, **{f"val/{k}": v for k, v in va.items()}}.items()
+        }
         gh = g.cpu().numpy()
         sh = sharp.measure(t, g, alive) if sharp.due(t) else {}  # at theta_t, with step t's Gamma
         for m in np.flatnonzero(alive):

@@ -11,6 +11,7 @@ breaks string annotations on the config dataclass.
 """
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,13 @@ class BatchedLauncher(Launcher):
                     configure_logging=False,
                 )
             )
-        train_prepared(returns, self.max_batch)
+        from runner.checkpoint import Preempted
+
+        try:
+            train_prepared(returns, self.max_batch)
+        except Preempted as e:  # SIGTERM/SIGUSR2: checkpoints are saved; the rerun resumes them
+            log.warning("%s", e)
+            sys.exit(e.exit_code)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         for ret in returns:
             if ret.status == JobStatus.FAILED:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweeplib import env, jobs, overrides, result, runner
+from sweeplib import THREADS, env, jobs, overrides, result, runner
 
 from runner.aggregate import collect, write
 from runner.plot_width import plot_width, width_table
 
-SWEEP = ["loss=ce,dce", "model.width=4,8", "seed=0,1", "train.steps=60", "train.eval_every=20", "wandb.mode=disabled"]
+SWEEP = ["loss=ce,dce", "model.width=4,8", "seed=0,1", "train.steps=60", "train.eval_every=20", "wandb.mode=disabled", THREADS]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from sweeplib import TINY, assert_same_sweep, env, jobs, result, runner
+from sweeplib import THREADS, TINY, assert_same_sweep, env, jobs, result, runner
 
 from runner.resume import finished_result
 
@@ -103,7 +103,7 @@ def test_width_presets_pick_the_lr_of_the_loss_family():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_debug_shrinks_every_preset(preset):
     cfg, batch = expand([f"experiment={preset}", "debug=default"])
-    assert cfg.train.steps == 40 and cfg.wandb.mode == "disabled"
+    assert cfg.train.steps == 40 and cfg.wandb.mode == "disabled" and cfg.train.threads == 1
     assert {j["seed"] for j in batch} == {"0", "1"}
     full = len(expand([f"experiment={preset}"])[1])
     assert len(batch) <= max(2, full // 2)
@@ -165,7 +165,7 @@ def test_finished_result_reuses_only_done_results_of_the_same_config(tmp_path):
 
 
 def test_rerun_skips_a_finished_job_unless_resume_is_false(tmp_path):
-    args = ["model.width=8", "train.steps=50", "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/job"]
+    args = ["model.width=8", "train.steps=50", "wandb.mode=disabled", THREADS, f"hydra.run.dir={tmp_path}/job"]
     runner(args, tmp_path)
     path = tmp_path / "job" / "result.json"
     first = (path.stat().st_mtime_ns, path.read_bytes())
@@ -180,7 +180,7 @@ def test_killed_sweep_reruns_only_the_jobs_without_a_result(tmp_path):
     sweep = tmp_path / "sweep"
     steps = 3000  # each job long enough (~0.2-1 s) that the kill lands while one is in flight
     args = ["-m", "loss=ce,dce", "seed=0,1", "model.width=16", f"train.steps={steps}", "train.eval_every=500"]
-    args += ["wandb.mode=disabled", f"hydra.sweep.dir={sweep}"]
+    args += ["wandb.mode=disabled", THREADS, f"hydra.sweep.dir={sweep}"]
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env(), stdout=log, stderr=log, start_new_session=True

@@ -117,6 +117,23 @@ def test_width_table_averages_over_seeds(sweep):
     assert row["mean"] == pytest.approx(pick.mean()) and row["std"] == pytest.approx(pick.std())
 
 
+def test_width_table_splits_lines_by_a_setting_that_varies_within_a_loss():
+    runs = pd.DataFrame(
+        {
+            "status": ["finished"] * 6 + ["diverged"],
+            "loss": ["ce"] * 4 + ["dce"] * 3,
+            "A": [None] * 4 + [70.0] * 3,
+            "T": [None] * 4 + [100.0] * 3,
+            "width": [8] * 7,
+            "lr": [0.1, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0],
+            "final_val_acc": [0.5, 0.7, 0.8, 0.9, 0.6, 0.7, 0.1],
+        }
+    )
+    table = width_table(runs)
+    assert table[["loss", "lr", "count"]].values.tolist() == [["ce", 0.1, 2], ["ce", 1.0, 2], ["dce", 1.0, 2]]
+    assert table["mean"].tolist() == pytest.approx([0.6, 0.85, 0.65])  # the diverged run is left out
+
+
 def test_width_figure_is_written(sweep, tmp_path):
     out = plot_width([sweep], tmp_path / "width.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

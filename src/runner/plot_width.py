@@ -27,21 +27,32 @@ FAMILIES = {"cross-entropy": ("ce", "dce"), "MSE": ("mse", "dmse1", "dmse2")}
 COLORS = {"ce": "black", "dce": "tab:red", "mse": "black", "dmse1": "tab:blue", "dmse2": "tab:green"}
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "v", "D", "x")
+LINE = ["loss", "A", "T"]
+# Settings that, when they vary within one (loss, A, T), split it into several lines instead of being
+# averaged together with the seeds (e.g. the two learning rates of a fig1 sweep).
+OTHER = ["lr", "depth", "dataset", "optimizer", "steps"]
+
+
+def line_keys(runs: pd.DataFrame) -> list[str]:
+    """loss, A, T and every other setting that varies within one of their groups."""
+    extra = [c for c in OTHER if c in runs and runs.groupby(LINE, dropna=False)[c].nunique(dropna=False).max() > 1]
+    return LINE + extra
 
 
 def width_table(runs: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFrame:
-    """Mean, std and count of `metric` over seeds, per (loss, A, T, width), finished runs only."""
+    """Mean, std and count of `metric` over seeds, per line (line_keys) and width, finished runs only."""
     done = runs[runs["status"] == "finished"].copy()
     done[metric] = pd.to_numeric(done[metric], errors="coerce")
-    keys = ["loss", "A", "T", "width"]
+    keys = [*line_keys(done), "width"]
     # dropna=False: static losses have no A and T (NaN) and must still form their group
     table = done.groupby(keys, dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
     return table.sort_values(keys, na_position="first").reset_index(drop=True)
 
 
-def _label(loss: str, A, T, n: int) -> str:
+def _label(loss: str, A, T, extra: dict, n: int) -> str:
     at = "" if pd.isna(A) else f" A={A:g} T={T:g}"
-    return f"{loss}{at} (n={n})"
+    more = "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}" for k, v in extra.items())
+    return f"{loss}{at}{more} (n={n})"
 
 
 def plot_width(sweep_dirs: str | Path | list[str | Path], out: str | Path | None = None, metric: str = "final_val_acc") -> Path:
@@ -60,14 +71,23 @@ def plot_width(sweep_dirs: str | Path | list[str | Path], out: str | Path | None
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.2), sharey=True, squeeze=False)
     for ax, (name, losses) in zip(axes[0], families):
         sub = table[table["loss"].isin(losses)]
+        extra = [c for c in table.columns if c in OTHER]
         for loss in losses:
-            groups = list(sub[sub["loss"] == loss].groupby(["A", "T"], dropna=False, sort=True))
-            for i, ((A, T), g) in enumerate(groups):
+            groups = list(sub[sub["loss"] == loss].groupby(["A", "T", *extra], dropna=False, sort=True))
+            for i, ((A, T, *values), g) in enumerate(groups):
                 g = g.sort_values("width")
                 color = COLORS.get(loss)
                 style = LINESTYLES[i % len(LINESTYLES)]
                 n = int(g["count"].min())
-                ax.plot(g["width"], g["mean"], style, marker=MARKERS[i % len(MARKERS)], ms=3, color=color, label=_label(loss, A, T, n))
+                ax.plot(
+                    g["width"],
+                    g["mean"],
+                    style,
+                    marker=MARKERS[i % len(MARKERS)],
+                    ms=3,
+                    color=color,
+                    label=_label(loss, A, T, dict(zip(extra, values)), n),
+                )
                 std = g["std"].fillna(0.0)
                 ax.fill_between(g["width"], g["mean"] - std, g["mean"] + std, color=color, alpha=0.12, lw=0)
         fam = runs[runs["loss"].isin(losses)]

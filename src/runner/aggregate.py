@@ -31,20 +31,10 @@ import pandas as pd
 import yaml
 
 from runner.files import atomic_write
+from runner.tracking import DASHBOARD_KEYS
 
-# column -> dotted key in the resolved config (the names W&B's dashboard config uses, plus steps)
-SETTINGS = {
-    "dataset": "dataset.name",
-    "width": "model.width",
-    "depth": "model.depth",
-    "loss": "loss.name",
-    "A": "loss.A",
-    "T": "loss.T",
-    "lr": "optim.lr",
-    "optimizer": "optim.name",
-    "seed": "seed",
-    "steps": "train.steps",
-}
+# column -> dotted key in the resolved config: the keys W&B's dashboard config has, plus steps
+SETTINGS = {**DASHBOARD_KEYS, "steps": "train.steps"}
 STATIC_LOSSES = ("ce", "mse")
 METRICS = (
     "final_val_acc",

@@ -69,6 +69,27 @@ def _derivatives(z: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.
     raise ValueError(f"model.activation={activation!r}: no Hessian-vector product for it")
 
 
+class Workspace:
+    """Buffers reused from one measurement to the next (same shapes every time).
+
+    Fresh [width, P] tensors at every measurement cost page faults and cold caches: glibc hands
+    blocks this size back to the system between measurements. Reusing them keeps the memory warm.
+    """
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, name, shape, like: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+        key = (name, tuple(shape), like.dtype, like.device)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+            if fill is not None:
+                buf.fill_(fill)  # set once: e.g. the ones row of an augmented activation
+            self._bufs[key] = buf
+        return buf
+
+
 class StackHessian:
     """v -> H v for the summed loss of a stack at fixed weights and Gamma (M runs, [M, N] vectors).
 
@@ -78,7 +99,8 @@ class StackHessian:
     Every batched matmul here takes contiguous tensors or plain transposes of them: strided views
     (a layer's slice of a flat vector, W without its bias column) send bmm to a slow path, tens of
     times slower with two threads on a busy machine. So R{h} keeps the zero in its ones row, and the
-    full weights (bias column included) multiply it.
+    full weights (bias column included) multiply it. Activation-sized tensors live in `workspace`
+    (valid until the next StackHessian built on the same workspace).
     """
 
     def __init__(
@@ -89,8 +111,10 @@ class StackHessian:
         head: LossHead,
         gamma: torch.Tensor,
         precond: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
     ):
         M = weights[0].shape[0]
+        ws = self.ws = workspace or Workspace()
         self.layout = FlatLayout([tuple(w.shape[1:]) for w in weights])
         self.M = M
         self.precond = precond
@@ -100,16 +124,23 @@ class StackHessian:
         h = xa.expand(M, -1, -1).contiguous()
         P = h.shape[-1]
         self.hs, self.d1, self.d2 = [h], [], []
-        ones = torch.ones(M, 1, P, dtype=h.dtype, device=h.device)
-        for w in self.w[:-1]:
-            a, d1, d2 = _derivatives(torch.bmm(w, h), activation)
-            h = torch.cat([a, ones], 1)
+        for layer, w in enumerate(self.w[:-1]):
+            z = torch.bmm(w, h, out=ws.get(("z", layer), (M, w.shape[1], P), h))
+            h = ws.get(("h", layer), (M, w.shape[1] + 1, P), h, fill=1.0)  # its last row stays 1
+            if activation == "relu":
+                a = torch.clamp_min(z, 0, out=h[:, :-1])
+                d1, d2 = torch.sign(a, out=ws.get(("d1", layer), a.shape, a)), None  # a >= 0: sign(a) is relu'
+            else:
+                a, d1, d2 = _derivatives(z, activation)
+                h[:, :-1].copy_(a)
             self.hs.append(h)
             self.d1.append(d1)
             self.d2.append(d2)
+        self.hs_t = [x.transpose(1, 2) for x in self.hs]
         f = torch.bmm(self.w[-1], h)
         # R{h} buffers: R{a} on top of a row of zeros (the ones row does not vary).
-        self.rh = [torch.zeros(M, w.shape[2], P, dtype=h.dtype, device=h.device) for w in self.w[1:]]
+        self.rh = [ws.get(("rh", layer), (M, w.shape[2], P), h, fill=0.0) for layer, w in enumerate(self.w[1:])]
+        self.rh_t = [x.transpose(1, 2) for x in self.rh]
         # dLoss/dOutputs and the loss's Hessian with respect to the outputs (per sample, C x C).
         ow = head.output_weights(gamma[None], torch.ones(M, dtype=f.dtype, device=f.device))[0]
         if head.family == "ce":
@@ -126,26 +157,26 @@ class StackHessian:
         delta = g
         for layer in range(L - 1, 0, -1):
             self.deltas[layer] = delta
-            b = torch.bmm(self.w_t[layer], delta)[:, :-1]
+            b = torch.bmm(self.w_t[layer], delta, out=ws.get(("b", layer), (M, self.w[layer].shape[2], P), h))[:, :-1]
             d2 = self.d2[layer - 1]
             self.d2b[layer - 1] = None if d2 is None else d2 * b
-            delta = self.d1[layer - 1] * b
+            delta = torch.mul(self.d1[layer - 1], b, out=ws.get(("delta", layer - 1), b.shape, b))
         self.deltas[0] = delta
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         if self.precond is not None:
             v = v * self.precond
         V = [x.contiguous() for x in self.layout.views(v)]
-        L = len(V)
+        L, ws, hs = len(V), self.ws, self.hs
         # R-forward: R{z} = V h + W R{h}; R{a} = sigma'(z) R{z}.
         rzs = []
         for layer in range(L - 1):
-            rz = torch.bmm(V[layer], self.hs[layer])
+            rz = torch.bmm(V[layer], hs[layer], out=ws.get(("rz", layer), self.d1[layer].shape, v))
             if layer > 0:
                 rz.baddbmm_(self.w[layer], self.rh[layer - 1])
             rzs.append(rz)
             torch.mul(rz, self.d1[layer], out=self.rh[layer][:, :-1])
-        rf = torch.bmm(V[L - 1], self.hs[L - 1])
+        rf = torch.bmm(V[L - 1], hs[L - 1])
         if L > 1:
             rf.baddbmm_(self.w[L - 1], self.rh[L - 2])
         # R{dLoss/dOutputs} = H_out R{f}
@@ -156,13 +187,14 @@ class StackHessian:
         # R-backward: R{grad W_l} = R{delta_l} h_l^T + delta_l R{h_l}^T, layer by layer from the top.
         grads: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
         for layer in range(L - 1, -1, -1):
-            gr = torch.bmm(rdelta, self.hs[layer].transpose(1, 2))
+            gr = torch.bmm(rdelta, self.hs_t[layer])
             grads[layer] = gr
             if layer == 0:
                 break
-            gr.baddbmm_(self.deltas[layer], self.rh[layer - 1].transpose(1, 2))
-            rb = torch.bmm(V[layer].transpose(1, 2), self.deltas[layer]).baddbmm_(self.w_t[layer], rdelta)
-            rdelta = rb[:, :-1] * self.d1[layer - 1]
+            gr.baddbmm_(self.deltas[layer], self.rh_t[layer - 1])
+            rb = torch.bmm(V[layer].transpose(1, 2), self.deltas[layer], out=ws.get(("rb", layer), self.rh[layer - 1].shape, v))
+            rb.baddbmm_(self.w_t[layer], rdelta)
+            rdelta = torch.mul(rb[:, :-1], self.d1[layer - 1], out=ws.get(("rdelta", layer - 1), self.d1[layer - 1].shape, v))
             if self.d2b[layer - 1] is not None:
                 rdelta.addcmul_(self.d2b[layer - 1], rzs[layer - 1])
         out = self.layout.flatten(grads)
@@ -342,8 +374,9 @@ class SharpnessMonitor:
         self.head = LossHead(stack_loss([j.config["loss"]["name"] for j in jobs]), labels, classes, xa.dtype)
         self.layout = FlatLayout([tuple(w.shape[1:]) for w in stack.weights])
         self.mask = padding_mask(stack, self.layout)
+        self.workspace = Workspace()
         self.k = int(sc.get("k", 1))
-        self.lanczos = Lanczos(self.k, int(sc.get("iters", 20)), float(sc.get("tol", 1e-6)), seed=int(cfg["seed"]))
+        self.lanczos = Lanczos(self.k, int(sc.get("iters", 20)), float(sc.get("tol", 1e-5)), seed=int(cfg["seed"]))
         o = cfg["optim"]  # jobs of one stack share the optimiser; the learning rate is per run
         self.thresholds = np.array(
             [stability_threshold(o["name"], float(j.config["optim"]["lr"]), float(o["momentum"]), float(o["beta1"])) for j in jobs]
@@ -400,7 +433,7 @@ class SharpnessMonitor:
             if self.mask is not None:
                 precond = self.mask if precond is None else precond * self.mask
             with torch.no_grad():
-                op = StackHessian(self.stack.weights, self.stack.activation, self.xa, self.head, gamma, precond)
+                op = StackHessian(self.stack.weights, self.stack.activation, self.xa, self.head, gamma, precond, self.workspace)
                 lam = self.lanczos.top(op, M, self.layout.numel, self.xa, alive, self.mask)
             iters = self.lanczos.last_iters
         self.values.append(np.where(np.ones(M, dtype=bool) if alive is None else alive, lam[:, 0], np.nan))

@@ -6,12 +6,13 @@ every 25 steps of a ~100 microsecond training step:
 - the product is hand-written (Pearlmutter's R-operator) in model.py's column layout: one forward and
   backward pass per measurement, then each product is an R-forward and R-backward pass of ~15 batched
   ops, instead of autograd's double backward that rebuilds a graph every time;
-- Lanczos starts from the previous measurement's top Ritz vectors and stops as soon as the top-k Ritz
-  values change by less than `tol` (relative) from one iteration to the next: a few products, not 20;
+- Lanczos starts from the previous measurement's top Ritz vectors and stops as soon as the error
+  estimate of each top-k Ritz value, from its residual, is below `tol` (relative): 2-6 products, not 20;
 - the Hessian of the sum of the stacked runs' losses is block-diagonal (runs share no weights), so one
   product of the summed loss serves every run; dot products and norms are per run (vectors are
   [M, N], reductions over N only).
 Vectors are flat [M, N]: run m's weights of every layer, in layer order, each [out, in + 1] row-major.
+Activation-sized buffers are reused from one measurement to the next (Workspace).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ from hydra import compose, initialize_config_dir
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "runner" / "conf"
 
+# pytest -n 2 on 2 cores: one torch thread per process (this one and every CLI subprocess), or the
+# workers oversubscribe the cores and tiny batched matmuls on strided views get ~30x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def compose_config(overrides: list[str] = ()):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

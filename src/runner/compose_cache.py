@@ -34,10 +34,20 @@ class CachingComposer:
     def __init__(self, full: Callable[[DictConfig, list[str]], DictConfig]):
         self.full = full  # Hydra's own load_sweep_config
         self.parser = OverridesParser.create()
-        self.cache: dict[tuple[str, ...], DictConfig] = {}
+        self.cache: dict[tuple[str, ...], DictConfig] = {}  # per combination of group choices
+        self.jobs: dict[tuple[str, ...], DictConfig] = {}  # per job
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         master = master_config  # Hydra passes both arguments by keyword
+        # The same job is asked for three times (our pre-validation callback, Hydra's batch check,
+        # the launcher) and nothing but the launcher changes it, last: compose each job once.
+        key = tuple(sweep_overrides)
+        if key in self.jobs:
+            return self.jobs[key]
+        self.jobs[key] = cfg = self._compose(master, sweep_overrides)
+        return cfg
+
+    def _compose(self, master: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = self.parser.parse_overrides(list(sweep_overrides))
         groups = set(master.hydra.runtime.choices.keys())
         plain = [o for o in parsed if _is_plain_value(o, groups)]

@@ -62,7 +62,9 @@ class BatchedLauncher(Launcher):
         returns: list[JobReturn] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            loader = self.hydra_context.config_loader
+            sweep_config = loader.load_sweep_config(self.config, list(overrides))
+            loader.load_sweep_config.jobs.pop(tuple(overrides), None)  # composed for the last time
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx

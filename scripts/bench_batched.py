@@ -1,0 +1,85 @@
+"""The batched launcher against the basic one, measured side by side on the same sweep.
+
+    python scripts/bench_batched.py                 # 72 jobs x 2 000 steps (~2 min on 2 cores)
+    python scripts/bench_batched.py --seeds 2       # a quicker look
+
+Workload (issue 5): the reference spiral (300 points, 3 classes), widths {8, 32, 100}, DCE with two
+(A, T) = (10, 500) and (70, 500), lrs {0.5, 1.0}, 6 seeds: 3 x 2 x 2 x 6 = 72 jobs (64 is not a
+multiple of the 3 widths), 2 000 full-batch steps each, float64, W&B off. Both launchers run the
+real CLI in a subprocess, so the basic launcher's figure includes its per-job Hydra overhead, as a
+user would see it. Also: one job alone through each launcher, and the matmul peak of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+WIDTHS = (8, 32, 100)
+
+
+def cli(args: list[str], sweep_dir: str) -> float:
+    env = {**os.environ, "RUNNER_NO_PROGRESS": "1", "WANDB_MODE": "disabled"}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runner", *args, f"hydra.sweep.dir={sweep_dir}"], check=True, env=env, capture_output=True)
+    return time.perf_counter() - t
+
+
+def matmul_peak(dtype=torch.float64) -> float:
+    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    return 10 * 2 * 1024**3 / (time.perf_counter() - t)
+
+
+def flops_per_run_step(width: int, points: int = 300, features: int = 2, classes: int = 3) -> float:
+    """Forward products, the weight gradients and the backpropagated delta: ~3 forwards."""
+    forward = 2 * points * ((features + 1) * width + (width + 1) * classes)
+    return 3 * forward - 2 * points * (features + 1) * width  # no delta below the first layer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=6)
+    p.add_argument("--steps", type=int, default=2000)
+    a = p.parse_args()
+    sweep = [
+        "-m",
+        "loss=dce",
+        "loss.A=10,70",
+        "loss.T=500",
+        "optim.lr=0.5,1.0",
+        f"model.width={','.join(map(str, WIDTHS))}",
+        f"seed=range({a.seeds})",
+        f"train.steps={a.steps}",
+    ]
+    jobs = 2 * 2 * len(WIDTHS) * a.seeds
+    run_steps = jobs * a.steps
+    with tempfile.TemporaryDirectory() as tmp:
+        batched = cli([*sweep, "hydra/launcher=batched"], f"{tmp}/batched")
+        basic = cli(sweep, f"{tmp}/basic")
+        one = ["-m", "loss=dce", "model.width=100", f"train.steps={a.steps * 5}"]
+        one_batched = cli([*one, "hydra/launcher=batched"], f"{tmp}/one_batched")
+        one_basic = cli(one, f"{tmp}/one_basic")
+    flops = sum(flops_per_run_step(w) for w in WIDTHS) / len(WIDTHS) * run_steps
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {jobs} jobs x {a.steps} steps")
+    print(f"basic launcher   {basic:8.1f} s   {basic / run_steps * 1e6:8.1f} us per run-step")
+    print(f"batched launcher {batched:8.1f} s   {batched / run_steps * 1e6:8.1f} us per run-step")
+    print(f"speed-up         {basic / batched:8.1f}x")
+    rate = flops / batched
+    print(f"batched: {rate / 1e9:.2f} GFLOP/s = {rate / peak:.1%} of this machine's float64 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
+    print(f"one job ({a.steps * 5} steps, width 100, whole CLI): basic {one_basic:.1f} s, batched {one_batched:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

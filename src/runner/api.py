@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from runner.data import Data, make_data
+from runner.data import Data, data_from_config
 from runner.model import to_module
 
 
@@ -44,8 +44,7 @@ class Run:
 
     @cached_property
     def data(self) -> Data:
-        d = self.config["dataset"]
-        data = make_data(d["name"], d["classes"], d["n_train"], d["n_val"], d["noise"], d["seed"])
+        data = data_from_config(self.config)
         dtype = {"float32": torch.float32, "float64": torch.float64}[self.config["train"]["dtype"]]
         return data.to("cpu", dtype)
 

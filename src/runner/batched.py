@@ -49,7 +49,7 @@ def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
         if threads:
             torch.set_num_threads(int(threads))
         device = resolve_device(cfg["train"]["device"])
-        data = data_from_config(_Cfg(cfg))
+        data = data_from_config(cfg)
         widest = max(group, key=lambda g: jobs[g].config["model"]["width"])
         size = max_runs(jobs[widest].config, data.train.x.shape[0], data.features, data.classes, device, max_batch)
         for part in split(group, size):
@@ -71,11 +71,3 @@ def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
                 log.info(line)
                 with open(job.job_dir / f"{returns[pending[g]].hydra_cfg.hydra.job.name}.log", "a") as f:
                     f.write(line + "\n")  # what the basic launcher's per-job log file would end with
-
-
-class _Cfg(dict):
-    """data_from_config reads cfg.dataset.name: attribute access over the plain config dict."""
-
-    def __getattr__(self, key):
-        value = self[key]
-        return _Cfg(value) if isinstance(value, dict) else value

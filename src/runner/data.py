@@ -138,5 +138,6 @@ def make_data(name: str, classes: int, n_train: int, n_val: int, noise: float, s
 
 
 def data_from_config(cfg) -> Data:
-    d = cfg.dataset
-    return make_data(d.name, int(d.classes), int(d.n_train), int(d.n_val), float(d.noise), int(d.seed))
+    """From a composed config (DictConfig) or the resolved plain dict of one."""
+    d = cfg["dataset"]
+    return make_data(d["name"], int(d["classes"]), int(d["n_train"]), int(d["n_val"]), float(d["noise"]), int(d["seed"]))

@@ -75,9 +75,9 @@ class StackedAdam(StackedOptimizer):
 
 def make_optimizer(name: str, weights: list[torch.Tensor], lr: torch.Tensor, cfg) -> StackedOptimizer:
     if name in ("gd", "sgd"):
-        return StackedOptimizer(weights, lr, float(cfg.momentum))
+        return StackedOptimizer(weights, lr, float(cfg["momentum"]))
     if name == "adam":
-        return StackedAdam(weights, lr, float(cfg.beta1), float(cfg.beta2), float(cfg.eps))
+        return StackedAdam(weights, lr, float(cfg["beta1"]), float(cfg["beta2"]), float(cfg["eps"]))
     raise ValueError(f"optim.name={name!r}: allowed values are {', '.join(OPTIMIZERS)}")
 
 

@@ -116,7 +116,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
     head = LossHead(loss_name, data.train.y, C, dtype)
     val_head = LossHead(loss_name, data.val.y, C, dtype)
     lr = torch.tensor([float(j.config["optim"]["lr"]) for j in jobs], dtype=dtype, device=device)
-    opt = make_optimizer(cfg["optim"]["name"], stack.weights, lr, _Attr(cfg["optim"]))
+    opt = make_optimizer(cfg["optim"]["name"], stack.weights, lr, cfg["optim"])
     scale = lr if opt.folds_lr else torch.ones_like(lr)
     sched = schedule_tensors(jobs, dtype, device)
     ckpt = Checkpointer(jobs, int(cfg["train"].get("checkpoint_every") or 0))  # finds a checkpoint to resume from
@@ -234,12 +234,6 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         results.append(result)
     ckpt.finish()  # after every result.json: a checkpoint is only needed while a run is unfinished
     return results
-
-
-class _Attr(dict):
-    """dict with attribute access, for the optimiser factory."""
-
-    __getattr__ = dict.get
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -243,10 +243,9 @@ def test_checkpoint_restores_one_run_into_a_differently_composed_stack(tmp_path)
     from runner.checkpoint import Checkpointer
     from runner.model import MLPStack
     from runner.optim import make_optimizer
-    from runner.trainer import Job, MinibatchSampler, _Attr
+    from runner.trainer import Job, MinibatchSampler
 
-    padded = "run_sizes" in MLPStack.__init__.__code__.co_varnames  # runs of different widths in one stack
-    sizes = [[2, 8, 3], [2, 4, 3]] if padded else [[2, 8, 3], [2, 8, 3]]
+    sizes = [[2, 8, 3], [2, 4, 3]]  # runs of different widths in one (padded) stack
     jobs = [Job({"train": {}, "seed": m}, tmp_path / f"j{m}", f"j{m}") for m in range(2)]
     for j in jobs:
         j.job_dir.mkdir()
@@ -254,9 +253,9 @@ def test_checkpoint_restores_one_run_into_a_differently_composed_stack(tmp_path)
     dtype = torch.float64
 
     def build(run_sizes, seeds):
-        stack = MLPStack.create(run_sizes if padded else run_sizes[0], "glorot_normal", seeds, "relu", dtype, "cpu")
+        stack = MLPStack.create(run_sizes, "glorot_normal", seeds, "relu", dtype, "cpu")
         lr = torch.full((len(seeds),), 0.1, dtype=dtype)
-        opt = make_optimizer("sgd", stack.weights, lr, _Attr(momentum=0.9))
+        opt = make_optimizer("sgd", stack.weights, lr, {"momentum": 0.9})
         return stack, opt, MinibatchSampler(seeds, 300, 32, "cpu")
 
     stack, opt, sampler = build(sizes, [0, 1])

@@ -71,10 +71,13 @@ def previous_result(cfg: DictConfig, job_dir: Path) -> dict | None:
 
 def summary_line(job: Job, result: dict) -> str:
     """The one line a job prints at the end: its final numbers and where its files are."""
-    nan = float("nan")
+
+    def num(key: str) -> float:
+        return float("nan") if result.get(key) is None else result[key]  # 0.0 is a number, not missing
+
     return (
-        f"{job.name} {result['status']}: val/acc {result['final_val_acc'] or nan:.4f} (best {result['best_val_acc'] or nan:.4f}), "
-        f"train/acc {result['final_train_acc'] or nan:.4f}, train/loss {result['final_train_loss'] or nan:.4g}, "
+        f"{job.name} {result['status']}: val/acc {num('final_val_acc'):.4f} (best {num('best_val_acc'):.4f}), "
+        f"train/acc {num('final_train_acc'):.4f}, train/loss {num('final_train_loss'):.4g}, "
         f"{result['steps'] or 0} steps in {result['runtime_s']:.1f} s on {result['device']} -> {job.job_dir}"
     )
 

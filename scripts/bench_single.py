@@ -32,7 +32,6 @@ def runner_run(width: int, dtype: str, steps: int, out: Path) -> tuple[float, fl
         cfg = compose(
             "config", [f"model.width={width}", f"train.dtype={dtype}", f"train.steps={steps}", "experiment=p1_long", "wandb.mode=disabled"]
         )
-    cfg.train.steps = steps
     job = job_from_config(cfg, out / f"w{width}-{dtype}", None)
     t = time.perf_counter()
     (result,) = train_jobs([job], data_from_config(cfg), torch.device("cpu"), progress=False)

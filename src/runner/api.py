@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from runner.data import Data, data_from_config
 from runner.model import to_module
+from runner.trainer import DTYPES
 
 
 @dataclass
@@ -45,8 +46,7 @@ class Run:
     @cached_property
     def data(self) -> Data:
         data = data_from_config(self.config)
-        dtype = {"float32": torch.float32, "float64": torch.float64}[self.config["train"]["dtype"]]
-        return data.to("cpu", dtype)
+        return data.to("cpu", DTYPES[self.config["train"]["dtype"]])
 
 
 def load_run(job_dir: str | Path) -> Run:

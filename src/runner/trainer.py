@@ -29,6 +29,7 @@ from runner.schedule import class_weights
 from runner.sharpness import SharpnessMonitor
 
 log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # train.dtype
 CHUNK = 1000  # steps between host syncs; bounded further by memory for big stacks
 CHUNK_ELEMENTS = 1 << 22  # at most this many precomputed per-step weights in a chunk
 
@@ -105,7 +106,7 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
     """Train every job of a compatible group together; each job gets its own records and result."""
     cfg = jobs[0].config
     t_start = time.perf_counter()
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg["train"]["dtype"]]
+    dtype = DTYPES[cfg["train"]["dtype"]]
     data = data.to(device, dtype)
     M, C = len(jobs), data.classes
     model = cfg["model"]

@@ -51,7 +51,14 @@ def test_same_jobs_and_same_files(sweeps):
         rb = json.loads((basic[key] / "result.json").read_text())
         rs = json.loads((batched[key] / "result.json").read_text())
         assert rb.keys() == rs.keys() and rb["config"] == rs["config"]
-        assert OmegaConf.load(basic[key] / ".hydra" / "config.yaml") == OmegaConf.load(batched[key] / ".hydra" / "config.yaml")
+        for name in ("config.yaml", "overrides.yaml"):  # the batched launcher writes them itself: the same text
+            assert (basic[key] / ".hydra" / name).read_text() == (batched[key] / ".hydra" / name).read_text(), (key, name)
+        hb, hs = (OmegaConf.load(d / ".hydra" / "hydra.yaml").hydra for d in (basic[key], batched[key]))
+        assert hb.job == hs.job and hb.overrides.task == hs.overrides.task and hb.mode == hs.mode
+        assert Path(hb.runtime.output_dir).name == Path(hs.runtime.output_dir).name == str(hb.job.num)
+        assert {k: v for k, v in hb.runtime.choices.items() if k != "hydra/launcher"} == {
+            k: v for k, v in hs.runtime.choices.items() if k != "hydra/launcher"
+        }
 
 
 def test_each_job_matches_the_same_job_run_alone(sweeps):

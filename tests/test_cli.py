@@ -37,6 +37,7 @@ def test_multirun_gives_four_finished_jobs_and_wandb_runs(cli, tmp_path):
         assert summary["summary"]["final_val_acc"] == result["final_val_acc"]
         assert summary["config"]["loss"] == result["config"]["loss"]["name"]  # top-level dashboard keys
         assert summary["config"]["seed"] == result["config"]["seed"]
+        assert "figures/dynamics" not in summary["summary"]  # wandb.figure=auto: no figure in a sweep's runs
         names.add(summary["name"])
         records = inspect(runs[0], full=True)
         groups.add(next(r["run"]["run_group"] for r in records if r.get("type") == "run"))
@@ -60,6 +61,13 @@ def test_single_run_outputs_and_load_run(cli, tmp_path):
     with torch.no_grad():
         pred = run.model(run.data.val.x).argmax(1)
     assert (pred == run.data.val.y).double().mean().item() == run.result["final_val_acc"]
+
+
+def test_single_run_puts_the_dynamics_figure_in_its_wandb_run(cli, tmp_path):
+    cli(*TINY, f"hydra.run.dir={tmp_path}/job", env={"WANDB_MODE": "offline"})
+    (run,) = (tmp_path / "job" / "wandb").glob("offline-run-*")
+    figure = inspect(run)["summary"]["figures/dynamics"]  # wandb.figure=auto: a single run gets one
+    assert figure["_type"] == "image-file" and (tmp_path / "job" / "dynamics.png").stat().st_size > 10_000
 
 
 def test_wandb_mode_env_wins_over_default(cli, tmp_path):

@@ -39,6 +39,7 @@ SINGLE = [
     (["loss.shape=square"], "loss.shape='square'"),
     (["train.dtype=float16"], "train.dtype='float16'"),
     (["train.checkpoint_every=-1"], "train.checkpoint_every=-1"),
+    (["wandb.figure=maybe"], "wandb.figure='maybe'"),
 ]
 if not torch.cuda.is_available():
     SINGLE.append((["train.device=cuda"], "train.device='cuda'"))

@@ -66,15 +66,51 @@ def bytes_per_run(config: dict, samples: int, features: int, classes: int) -> in
     return item * (4 * params + 3 * activations + 1000 * samples)  # + a chunk of per-step weights
 
 
+def cache_bytes() -> int:
+    """This CPU's last-level cache (one instance), from sysfs; 32 MiB where it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        sizes = []
+        for entry in os.listdir(base):
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip()  # e.g. "32768K"
+            unit = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+            sizes.append(int(text.rstrip("KM")) * unit)
+        return max(sizes)
+    except (OSError, ValueError):
+        return 32 << 20
+
+
+def cpu_stack_runs(config: dict, samples: int) -> int:
+    """On a CPU, stacks whose hidden activations [M, width + 1, P] outgrow the cache get slower per run:
+    per run-step, float64, P = 300 on this machine (32 MiB L3, scripts/bench_batched.py --stack-sizes):
+    width 100: M = 12, 24: 43 us; M = 48: 60 us; M = 72: 72 us; width 256: M = 8: 92 us; M = 48: 193 us.
+    So one activation buffer is kept under a fifth of the cache (the step touches ~3 such buffers)."""
+    item = 8 if config["train"]["dtype"] == "float64" else 4
+    per_run = item * (int(config["model"]["width"]) + 1) * samples
+    return max(1, cache_bytes() // 5 // per_run)
+
+
 def max_runs(config: dict, samples: int, features: int, classes: int, device: torch.device, limit: int | None) -> int:
-    """Largest stack that fits in a quarter of the device's free memory (and under `limit`)."""
+    """Largest stack that fits in a quarter of the device's free memory (on a CPU: also in its cache),
+    and under `limit`."""
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     fit = max(1, free // 4 // bytes_per_run(config, samples, features, classes))
+    if device.type == "cpu":
+        fit = min(fit, cpu_stack_runs(config, samples))
     return int(min(fit, limit)) if limit else int(fit)
 
 
 def split(indices: list[int], size: int) -> list[list[int]]:
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
+    """Consecutive parts of at most `size`, as equal as possible (72 by 27 -> 24, 24, 24, not 27, 27, 18)."""
+    parts = -(-len(indices) // max(1, size))
+    base, extra = divmod(len(indices), max(1, parts))
+    out, start = [], 0
+    for p in range(parts):
+        n = base + (p < extra)
+        out.append(indices[start : start + n])
+        start += n
+    return out

@@ -72,15 +72,17 @@ def _activate(z: torch.Tensor, activation: str) -> torch.Tensor:
     raise ValueError(f"model.activation={activation!r}: allowed values are {', '.join(ACTIVATIONS)}")
 
 
-def _activation_backward(grad: torch.Tensor, out: torch.Tensor, pre: torch.Tensor | None, activation: str):
-    # Each derivative is one fused aten kernel computed from the layer's output (gelu needs its input).
+def _activation_backward_(grad: torch.Tensor, out: torch.Tensor, pre: torch.Tensor | None, activation: str) -> torch.Tensor:
+    """grad *= act'(...), in place. Each derivative is one fused aten kernel computed from the layer's
+    output (gelu needs its input); in place, because a fresh [M, width, P] result per step costs page
+    faults: 122 -> 80 us for M = 24, width 100, P = 300 (float64, 2 cores)."""
     if activation == "relu":
-        return torch.ops.aten.threshold_backward(grad, out, 0)
+        return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad)
     if activation == "tanh":
-        return torch.ops.aten.tanh_backward(grad, out)
+        return torch.ops.aten.tanh_backward.grad_input(grad, out, grad_input=grad)
     if activation == "sigmoid":
-        return torch.ops.aten.sigmoid_backward(grad, out)
-    return torch.ops.aten.gelu_backward(grad, pre)
+        return torch.ops.aten.sigmoid_backward.grad_input(grad, out, grad_input=grad)
+    return torch.ops.aten.gelu_backward.grad_input(grad, pre, grad_input=grad)
 
 
 class MLPStack:
@@ -156,9 +158,19 @@ class MLPStack:
             below = None
             if layer > 0:
                 w = self.weights[layer][:, :, :-1]
-                below = _activation_backward(torch.bmm(w.transpose(1, 2), delta), h[:, :-1], cache[layer][1], self.activation)
+                below = self._delta_buffer(layer, delta)
+                torch.bmm(w.transpose(1, 2), delta, out=below)
+                _activation_backward_(below, h[:, :-1], cache[layer][1], self.activation)
             apply(layer, delta, h)
             delta = below
+
+    def _delta_buffer(self, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        """A reused [M, fan_in, P] buffer for the delta below `layer` (a second backward overwrites it)."""
+        shape = (self.runs, self.weights[layer].shape[2] - 1, delta.shape[-1])
+        key = ("delta", layer, shape, delta.dtype, delta.device)
+        if key not in self._acts:
+            self._acts[key] = [torch.empty(shape, dtype=delta.dtype, device=delta.device)]
+        return self._acts[key][0]
 
     def gradients(self, cache: list, grad_out: torch.Tensor) -> list[torch.Tensor]:
         grads: list = [None] * len(self.weights)

@@ -41,6 +41,7 @@ class Job:
     name: str
     group: str | None = None
     result: dict = field(default_factory=dict)
+    figure: bool = False  # the dynamics figure into the W&B run (wandb.figure, resolved by app.job_from_config)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -230,7 +231,8 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
             "config": job.config,
         }
         result.update(sharp.summary(m, rec))  # final and max lambda_max, fraction above the threshold
-        log_dynamics_figure(rec)  # the dynamics figure to W&B (only when W&B is on; never fails the run)
+        if job.figure:
+            log_dynamics_figure(rec)  # the dynamics figure to W&B (only when W&B is on; never fails the run)
         rec.finish(result, stack.run_weights(m) if status[m] == "finished" else None)
         results.append(result)
     ckpt.finish()  # after every result.json: a checkpoint is only needed while a run is unfinished

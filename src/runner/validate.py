@@ -107,6 +107,8 @@ def problems(cfg: dict) -> list[str]:
     need(th is None or (_int(th) and th >= 1), "train.threads", th, "must be null or an integer >= 1")
     integer("seed", cfg.get("seed"), 0)
     choice("wandb.mode", w.get("mode"), MODES)
+    fig = w.get("figure", "auto")
+    need(fig == "auto" or isinstance(fig, bool), "wandb.figure", fig, "allowed values are auto, true, false")
     sh = cfg.get("sharpness", {})
     integer("sharpness.every", sh.get("every", 0), 0)
     k = sh.get("k", 1)

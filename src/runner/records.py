@@ -15,7 +15,6 @@ wandb/          the W&B run (offline unless wandb.mode says otherwise)
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import time
@@ -24,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
-from runner.files import atomic_write, write_json, write_text
+from runner.files import atomic_write, to_yaml, write_json, write_text
 from runner.tracking import Tracker
 
 HISTORY_REWRITE_S = 5.0  # the longest a finished evaluation row waits before it is on disk
@@ -122,7 +120,7 @@ class RunRecorder:
         self.last_row: dict = {}
         self.best_val_acc: float | None = None
         self.steps_rows = 0
-        write_text(self.dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        write_text(self.dir / "config.yaml", to_yaml(config))
         (self.dir / "result.json").unlink(missing_ok=True)  # a rerun in this folder is not finished yet
         if resume is None:
             self.history.start()
@@ -167,11 +165,10 @@ class RunRecorder:
         """losses: [K, 2] (static, dynamical) for steps first_step .. first_step + K - 1."""
         if not self.record_steps or len(losses) == 0:
             return
-        steps = np.arange(first_step, first_step + len(losses))
-        buf = io.StringIO()
-        np.savetxt(buf, np.column_stack([steps, losses]), fmt=["%d", "%.17g", "%.17g"], delimiter=",")
+        rows = zip(range(first_step, first_step + len(losses)), losses[:, 0].tolist(), losses[:, 1].tolist())
+        text = "".join(f"{t},{a:.17g},{b:.17g}\n" for t, a, b in rows)  # np.savetxt's text, 2x faster
         with open(self.dir / "steps.csv", "a") as f:
-            f.write(buf.getvalue())  # one write per chunk: whole lines
+            f.write(text)  # one write per chunk: whole lines
         self.steps_rows += len(losses)
 
     def finish(self, result: dict, weights: list[torch.Tensor] | None) -> None:

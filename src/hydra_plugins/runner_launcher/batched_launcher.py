@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
+
+from runner.files import to_yaml
 
 log = logging.getLogger(__name__)
 
@@ -89,34 +89,14 @@ class BatchedLauncher(Launcher):
         return returns
 
 
-def _dumper() -> type:
-    """OmegaConf's YAML dumper on libyaml's C emitter where present: the same text, ~3.5x faster
-    (2.5 -> 0.7 ms for a hydra.yaml); tests/test_batched.py compares the files with the basic launcher's."""
-    if not getattr(yaml, "__with_libyaml__", False):
-        return get_omega_conf_dumper()
-
-    class FastOmegaConfDumper(yaml.CDumper):
-        pass
-
-    FastOmegaConfDumper.add_representer(str, OmegaConfDumper.str_representer)
-    return FastOmegaConfDumper
-
-
-DUMPER = _dumper()
-
-
-def _yaml(container) -> str:
-    """OmegaConf.to_yaml's text for an already converted container."""
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=DUMPER)
-
-
 def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> JobReturn:
     """hydra.core.utils.run_job for a multirun job, less its four deep copies of the config.
 
     run_job copies the whole config twice and its hydra node twice per job (~40 ms here: for a
     4 096-job sweep, minutes before the first step). The files are the same: .hydra/config.yaml,
     hydra.yaml and overrides.yaml are the YAML of one unresolved conversion of the config, split
-    as run_job splits it (tests/test_batched.py compares them with the basic launcher's).
+    as run_job splits it, in OmegaConf's text (tests/test_batched.py compares them with the basic
+    launcher's).
     """
     sweep = str(OmegaConf.select(config, "hydra.sweep.dir"))
     output_dir = os.path.abspath(os.path.join(sweep, str(OmegaConf.select(config, "hydra.sweep.subdir"))))
@@ -139,7 +119,7 @@ def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: 
             os.makedirs(out, exist_ok=True)
             for name, node in (("config.yaml", container), ("hydra.yaml", {"hydra": hydra_node}), ("overrides.yaml", ret.overrides)):
                 with open(os.path.join(out, name), "w", encoding="utf-8") as f:
-                    f.write(_yaml(node))
+                    f.write(to_yaml(node))
         else:
             os.makedirs(output_dir, exist_ok=True)
         callbacks = hydra_context.callbacks

@@ -1,18 +1,23 @@
 """The batched launcher against the basic one, measured side by side on the same sweep.
 
-    python scripts/bench_batched.py                 # 72 jobs x 2 000 steps (~2 min on 2 cores)
+    python scripts/bench_batched.py                 # 72 jobs x 2 000 steps (~1 min on 2 cores)
     python scripts/bench_batched.py --seeds 2       # a quicker look
+    python scripts/bench_batched.py --stack-sizes   # the bare training step against the stack size M
 
 Workload (issue 5): the reference spiral (300 points, 3 classes), widths {8, 32, 100}, DCE with two
 (A, T) = (10, 500) and (70, 500), lrs {0.5, 1.0}, 6 seeds: 3 x 2 x 2 x 6 = 72 jobs (64 is not a
 multiple of the 3 widths), 2 000 full-batch steps each, float64, W&B off. Both launchers run the
 real CLI in a subprocess, so the basic launcher's figure includes its per-job Hydra overhead, as a
-user would see it. Also: one job alone through each launcher, and the matmul peak of this machine.
+user would see it; the training alone (each run's train_jobs time from result.json, a stack's time
+counted once) is printed as well, since start-up and Hydra's per-job work are the same for both.
+Also: one job alone through each launcher, and the matmul peak of this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import subprocess
 import sys
@@ -47,11 +52,53 @@ def flops_per_run_step(width: int, points: int = 300, features: int = 2, classes
     return 3 * forward - 2 * points * (features + 1) * width  # no delta below the first layer
 
 
+def training_seconds(sweep_dir: str) -> float:
+    """Sum of the training time of a sweep's jobs; a stack's runs share one runtime_s, counted once."""
+    total = 0.0
+    for path in glob.glob(f"{sweep_dir}/*/result.json"):
+        with open(path) as f:
+            result = json.load(f)
+        total += result["runtime_s"] / result["group_size"]
+    return total
+
+
+def stack_sizes(dtype=torch.float64, steps: int = 200) -> None:
+    """The bare step (forward, loss head, backward, GD update) per run against M: where stacks stop paying."""
+    from runner.losses import LossHead
+    from runner.model import MLPStack, augment, layer_sizes
+    from runner.optim import make_optimizer
+
+    points, classes = 300, 3
+    x, y = torch.randn(points, 2, dtype=dtype), torch.randint(0, classes, (points,))
+    for width, sizes in ((8, (1, 24, 72, 200)), (32, (1, 24, 72)), (100, (1, 12, 24, 48, 72)), (256, (1, 4, 8, 24, 48))):
+        for M in sizes:
+            stack = MLPStack.create(layer_sizes(2, width, 1, classes), "glorot_normal", list(range(M)), "relu", dtype, "cpu")
+            head = LossHead("dce", y, classes, dtype)
+            lr = torch.full((M,), 0.5, dtype=dtype)
+            opt = make_optimizer("gd", stack.weights, lr, {"momentum": 0.0})
+            gamma = torch.ones(1, M, classes, dtype=dtype)
+            weights, mix, losses = head.output_weights(gamma, lr)[0], head.loss_mix(gamma)[0], torch.zeros(M, 1, 2, dtype=dtype)
+            xa = augment(x)
+            for k in range(steps + 20):
+                if k == 20:
+                    t = time.perf_counter()
+                out, cache = stack.forward(xa)
+                stack.backward(cache, head.step(out, weights, mix, losses), opt.apply)
+            per = (time.perf_counter() - t) / steps / M * 1e6
+            mb = M * (width + 1) * points * dtype.itemsize / 2**20
+            print(f"width {width:4d}  M {M:4d}: {per:7.1f} us per run-step  (one activation buffer {mb:5.1f} MiB)", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--stack-sizes", action="store_true", help="only the bare step against the stack size")
     a = p.parse_args()
+    if a.stack_sizes:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float64, P = 300, one ReLU layer")
+        stack_sizes()
+        return
     sweep = [
         "-m",
         "loss=dce",
@@ -67,6 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         batched = cli([*sweep, "hydra/launcher=batched"], f"{tmp}/batched")
         basic = cli(sweep, f"{tmp}/basic")
+        train_batched, train_basic = training_seconds(f"{tmp}/batched"), training_seconds(f"{tmp}/basic")
         one = ["-m", "loss=dce", "model.width=100", f"train.steps={a.steps * 5}"]
         one_batched = cli([*one, "hydra/launcher=batched"], f"{tmp}/one_batched")
         one_basic = cli(one, f"{tmp}/one_basic")
@@ -76,6 +124,10 @@ def main() -> None:
     print(f"basic launcher   {basic:8.1f} s   {basic / run_steps * 1e6:8.1f} us per run-step")
     print(f"batched launcher {batched:8.1f} s   {batched / run_steps * 1e6:8.1f} us per run-step")
     print(f"speed-up         {basic / batched:8.1f}x")
+    print(
+        f"training alone:  basic {train_basic:.1f} s, batched {train_batched:.1f} s: {train_basic / train_batched:.1f}x "
+        f"({train_batched / run_steps * 1e6:.1f} us per run-step batched)"
+    )
     rate = flops / batched
     print(f"batched: {rate / 1e9:.2f} GFLOP/s = {rate / peak:.1%} of this machine's float64 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
     print(f"one job ({a.steps * 5} steps, width 100, whole CLI): basic {one_basic:.1f} s, batched {one_batched:.1f} s")

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import CONF
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner.batching import group_jobs
+from runner.batching import cache_bytes, cpu_stack_runs, group_jobs, max_runs, split
 from runner.compose_cache import CachingComposer
 
 # 2 seeds x 2 lrs x 2 (A) x 2 (T) x 2 widths = 32 jobs; lr 1.0 is near the edge of stability here
@@ -149,6 +150,22 @@ def test_grouping_keeps_incompatible_jobs_apart():
     assert group_jobs(configs) == [[0, 1, 2, 5, 6], [3, 8], [4], [7], [9]]
     sigmoid = [cfg(model__activation="sigmoid"), cfg(model__activation="sigmoid", model__width=7)]
     assert group_jobs(sigmoid) == [[0], [1]]  # padding is exact only when act(0) = 0
+
+
+def test_stacks_are_split_evenly_and_bounded_by_the_cache_on_cpu():
+    for n, size in [(72, 27), (10, 3), (5, 5), (1, 4), (100, 7)]:
+        parts = split(list(range(n)), size)
+        assert [i for p in parts for i in p] == list(range(n))  # every job once, in sweep order
+        assert max(map(len, parts)) <= size and max(map(len, parts)) - min(map(len, parts)) <= 1
+        assert len(parts) == -(-n // size)
+    config = lambda w, dtype="float64": {"model": {"width": w, "depth": 1}, "train": {"dtype": dtype}}  # noqa: E731
+    cpu = torch.device("cpu")
+    for w in (8, 100, 256):
+        runs = max_runs(config(w), 300, 2, 3, cpu, None)
+        assert runs == cpu_stack_runs(config(w), 300)  # memory is not the binding limit here
+        assert runs * (w + 1) * 300 * 8 <= cache_bytes() // 5 < (runs + 1) * (w + 1) * 300 * 8
+    assert cpu_stack_runs(config(100, "float32"), 300) >= 2 * cpu_stack_runs(config(100), 300) - 1
+    assert max_runs(config(8), 300, 2, 3, cpu, 5) == 5  # hydra.launcher.max_batch wins when smaller
 
 
 @pytest.mark.parametrize(

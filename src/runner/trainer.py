@@ -30,8 +30,8 @@ from runner.sharpness import SharpnessMonitor
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # train.dtype
-CHUNK = 1000  # steps between host syncs; bounded further by memory for big stacks
-CHUNK_ELEMENTS = 1 << 22  # at most this many precomputed per-step weights in a chunk
+CHUNK = 1000  # steps between host syncs
+CHUNK_ELEMENTS = 1 << 22  # at most this many precomputed per-sample weights at a time
 
 
 @dataclass
@@ -139,9 +139,10 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
         ckpt.add_stacked("sharpness_ritz", sharp.lanczos, "ritz")
 
     total, every = int(cfg["train"]["steps"]), int(cfg["train"]["eval_every"])
-    per_step = M * C * (batch or data.train.x.shape[0])
-    chunk_max = max(1, min(CHUNK, CHUNK_ELEMENTS // per_step))
-    losses = torch.zeros(chunk_max, M, 1, 2, dtype=dtype, device=device)
+    # The per-sample weights of a chunk are precomputed in slices of `per_slice` steps: a big stack
+    # (thousands of runs on a GPU) keeps 1000-step chunks, hence one host sync per 1000 steps.
+    per_slice = max(1, CHUNK_ELEMENTS // (M * C * data.train.x.shape[0]))
+    losses = torch.zeros(CHUNK, M, 1, 2, dtype=dtype, device=device)
     alive = np.ones(M, dtype=bool)
     status, diverged_step = ["finished"] * M, [None] * M
     bar = _progress_bar(total, progress)
@@ -174,15 +175,16 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
             evaluate(t)
         if t == total or not alive.any():
             break
-        K = min(chunk_max, every - t % every, total - t, ckpt.steps_to_next(t))
+        K = min(CHUNK, every - t % every, total - t, ckpt.steps_to_next(t))
         gamma = gamma_for(torch.arange(t, t + K, device=device), jobs, C, sched)
         mix = head.loss_mix(gamma)
         if sampler is None:
-            weights = head.output_weights(gamma, scale)
             for k in range(K):
+                if k % per_slice == 0:
+                    weights = head.output_weights(gamma[k : k + per_slice], scale)
                 sharp.before_step(t + k, gamma[k], alive)  # lambda_max at theta_{t+k} on sharpness steps
                 out, cache = stack.forward(xa_train)
-                grad = head.step(out, weights[k], mix[k], losses[k])
+                grad = head.step(out, weights[k % per_slice], mix[k], losses[k])
                 stack.backward(cache, grad, opt.apply)
         else:
             for k in range(K):
@@ -194,12 +196,13 @@ def train_jobs(jobs: list[Job], data: Data, device: torch.device, progress: bool
                 grad = head.step(out, head.output_weights(gamma[k : k + 1], scale)[0], mix[k], losses[k])
                 stack.backward(cache, grad, opt.apply)
         host = losses[:K, :, 0].cpu().numpy()  # [K, M, 2]: the one host sync of the chunk
+        finite = np.isfinite(host).all(2)  # [K, M]
+        first_bad = np.where(finite.all(0), K, finite.argmin(0))  # per run: its first non-finite step, or K
         for m in np.flatnonzero(alive):
-            bad = np.flatnonzero(~np.isfinite(host[:, m]).all(1))
-            keep = K if len(bad) == 0 else bad[0] + 1
-            recorders[m].add_steps(t, host[:keep, m])
-            if len(bad):
-                alive[m], status[m], diverged_step[m] = False, "diverged", t + int(bad[0])
+            bad = int(first_bad[m])
+            recorders[m].add_steps(t, host[: min(K, bad + 1), m])
+            if bad < K:
+                alive[m], status[m], diverged_step[m] = False, "diverged", t + bad
                 log.warning("%s diverged at step %d (non-finite loss)", jobs[m].name, diverged_step[m])
                 for w in stack.weights:  # masked out: zeros stay finite and leave the other runs alone
                     w[m].zero_()

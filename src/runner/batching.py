@@ -84,7 +84,7 @@ def cache_bytes() -> int:
 def cpu_stack_runs(config: dict, samples: int) -> int:
     """On a CPU, stacks whose hidden activations [M, width + 1, P] outgrow the cache get slower per run:
     per run-step, float64, P = 300 on this machine (32 MiB L3, scripts/bench_batched.py --stack-sizes):
-    width 100: M = 12, 24: 43 us; M = 48: 60 us; M = 72: 72 us; width 256: M = 8: 92 us; M = 48: 193 us.
+    width 100: M = 12, 24: 38-39 us; M = 48, 72: 59-60 us; width 256: M = 8: 85 us; M = 24, 48: 142-206 us.
     So one activation buffer is kept under a fifth of the cache (the step touches ~3 such buffers)."""
     item = 8 if config["train"]["dtype"] == "float64" else 4
     per_run = item * (int(config["model"]["width"]) + 1) * samples

@@ -81,6 +81,19 @@ def test_each_job_matches_the_same_job_run_alone(sweeps):
     assert worst_final <= 0.01
 
 
+def test_hydra_interpolations_in_the_job_folder_and_chdir(cli, tmp_path):
+    # sweep.subdir may name a job by its overrides (resolved against the job's own hydra node), and
+    # hydra.job.chdir=true must not move where anything is written.
+    args = ["seed=0,1", "model.width=4", "train.steps=3", "wandb.mode=disabled", "hydra.job.chdir=true"]
+    subdir = "hydra.sweep.subdir=${hydra:job.override_dirname}"
+    for launcher in ("basic", "batched"):
+        cli("-m", f"hydra/launcher={launcher}", *args, subdir, f"hydra.sweep.dir={tmp_path}/{launcher}")
+        folders = sorted(p.name for p in (tmp_path / launcher).iterdir() if p.is_dir())
+        assert folders == [f"model.width=4,seed={s},train.steps=3,wandb.mode=disabled" for s in (0, 1)], (launcher, folders)
+        for f in folders:
+            assert json.loads((tmp_path / launcher / f / "result.json").read_text())["status"] == "finished"
+
+
 def test_float32_first_steps_match(cli, tmp_path):
     args = [
         "loss=dce",

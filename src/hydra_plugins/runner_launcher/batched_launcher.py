@@ -98,22 +98,24 @@ def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: 
     as run_job splits it, in OmegaConf's text (tests/test_batched.py compares them with the basic
     launcher's).
     """
-    sweep = str(OmegaConf.select(config, "hydra.sweep.dir"))
-    output_dir = os.path.abspath(os.path.join(sweep, str(OmegaConf.select(config, "hydra.sweep.subdir"))))
-    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-        config.hydra.runtime.output_dir = output_dir
-    OmegaConf.set_readonly(config.hydra, True)
     hydra_config = HydraConfig.instance()
-    previous = hydra_config.cfg
+    previous, old_cwd, chdir = hydra_config.cfg, os.getcwd(), False
+    # First, as run_job does: sweep.dir and sweep.subdir may use ${hydra:job.override_dirname} etc.
     hydra_config.cfg = config  # HydraConfig.get() is cfg.hydra: ${hydra:...} resolves as in run_job
+    OmegaConf.set_readonly(config.hydra, True)
     try:
+        sweep = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        output_dir = os.path.abspath(os.path.join(sweep, str(OmegaConf.select(config, "hydra.sweep.subdir"))))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = output_dir
         container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
         hydra_node = container.pop("hydra")
         ret = JobReturn()
         ret.cfg = OmegaConf.create(container)  # plain values and interpolation strings: resolves as run_job's copy
         ret.hydra_cfg = config  # .hydra.job.num etc. read as from run_job's copy
         ret.overrides = list(hydra_node["overrides"]["task"])
-        ret.working_dir = output_dir if config.hydra.job.chdir else os.getcwd()  # nothing here depends on the cwd
+        chdir = bool(config.hydra.job.chdir)
+        ret.working_dir = output_dir if chdir else old_cwd
         if config.hydra.output_subdir is not None:
             out = os.path.join(output_dir, str(config.hydra.output_subdir))
             os.makedirs(out, exist_ok=True)
@@ -122,6 +124,8 @@ def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: 
                     f.write(to_yaml(node))
         else:
             os.makedirs(output_dir, exist_ok=True)
+        if chdir:
+            os.chdir(output_dir)  # for the callbacks and the preparation; training runs later, from old_cwd
         callbacks = hydra_context.callbacks
         with env_override(config.hydra.job.env_set):
             callbacks.on_job_start(config=config, task_function=task_function)
@@ -136,3 +140,5 @@ def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: 
         return ret
     finally:
         hydra_config.cfg = previous
+        if chdir:
+            os.chdir(old_cwd)

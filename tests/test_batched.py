@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from runner.batching import cache_bytes, cpu_stack_runs, group_jobs, max_runs, split
 from runner.compose_cache import CachingComposer
+from runner.files import to_yaml
 
 # 2 seeds x 2 lrs x 2 (A) x 2 (T) x 2 widths = 32 jobs; lr 1.0 is near the edge of stability here
 SWEEP = ["loss=dce", "seed=0,1", "optim.lr=0.5,1.0", "loss.A=10,70", "loss.T=20,40", "model.width=12,16"]  # one padded stack
@@ -163,6 +164,38 @@ def test_grouping_keeps_incompatible_jobs_apart():
     assert group_jobs(configs) == [[0, 1, 2, 5, 6], [3, 8], [4], [7], [9]]
     sigmoid = [cfg(model__activation="sigmoid"), cfg(model__activation="sigmoid", model__width=7)]
     assert group_jobs(sigmoid) == [[0], [1]]  # padding is exact only when act(0) = 0
+
+
+def test_job_yaml_text_equals_omegaconf_to_yaml():
+    # runner.files.to_yaml writes .hydra/*.yaml and config.yaml with libyaml where the text is the same
+    tricky = ["1", "1e3", "0x1f", "017", "inf", "nan", "true", "yes", "on", "null", "~", "", " lead", "trail ", "${a.b}",
+              "${oc.env:X,y}", "'q'", '"dq"', "a: b", "a #b", "- x", "[1]", "{a: 1}", "*x", "!t", "2001-12-14", "12:30",
+              "line1\nline2\n", "x" * 200, "ü", "日本語", "emoji \U0001F600", "\x85", "\u2028", "\x7f", "\x01", "é" * 100]  # fmt: skip
+    containers = [{"s": v} for v in tricky] + [
+        {"l": tricky},
+        {"e": [], "d": {}, "n": None, "i": 1, "f": 1.5, "b": True, "nested": {"x": [[], {}, [1, {"a": []}]]}},
+        {"f": float("inf"), "g": float("nan"), "h": -0.0, "big": 10**30, "small": 1e-300},
+        {"true": 1, "null": 2, "": 3},
+    ]
+    for c in containers:
+        assert to_yaml(c) == OmegaConf.to_yaml(OmegaConf.create(c)), c
+
+
+def test_cache_size_is_read_from_sysfs(tmp_path):
+    for entry, size in [("index0", "48K"), ("index2", "1024K"), ("index3", "16M"), ("index4", ""), ("uevent", None)]:
+        if size is None:
+            (tmp_path / entry).write_text("DRIVER=x\n")  # a plain file beside the index folders
+        else:
+            (tmp_path / entry).mkdir()
+            (tmp_path / entry / "size").write_text(size + "\n")
+    assert cache_bytes(str(tmp_path)) == 16 << 20
+    assert cache_bytes(str(tmp_path / "missing")) == 32 << 20
+    if Path("/sys/devices/system/cpu/cpu0/cache/index0/size").exists():  # this machine's own, read for real
+        real = max(
+            int(t[:-1]) * {"K": 1 << 10, "M": 1 << 20}[t[-1]]
+            for t in (p.read_text().strip() for p in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"))
+        )
+        assert cache_bytes() == real
 
 
 def test_stacks_are_split_evenly_and_bounded_by_the_cache_on_cpu():

@@ -66,19 +66,27 @@ def bytes_per_run(config: dict, samples: int, features: int, classes: int) -> in
     return item * (4 * params + 3 * activations + 1000 * samples)  # + a chunk of per-step weights
 
 
-def cache_bytes() -> int:
-    """This CPU's last-level cache (one instance), from sysfs; 32 MiB where it cannot be read."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
+SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
+DEFAULT_CACHE = 32 << 20
+
+
+def cache_bytes(base: str = SYSFS_CACHE) -> int:
+    """This CPU's largest cache (one instance: the last level), from sysfs index*/size files such as
+    "32768K"; DEFAULT_CACHE where none can be read."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    sizes = []
     try:
-        sizes = []
-        for entry in os.listdir(base):
-            with open(f"{base}/{entry}/size") as f:
-                text = f.read().strip()  # e.g. "32768K"
-            unit = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
-            sizes.append(int(text.rstrip("KM")) * unit)
-        return max(sizes)
-    except (OSError, ValueError):
-        return 32 << 20
+        entries = [e for e in os.listdir(base) if e.startswith("index")]  # not the uevent file beside them
+    except OSError:
+        return DEFAULT_CACHE
+    for entry in entries:
+        try:
+            with open(os.path.join(base, entry, "size")) as f:
+                text = f.read().strip()
+            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text))
+        except (OSError, ValueError):
+            continue  # unreadable or empty: skip this level
+    return max(sizes) if sizes else DEFAULT_CACHE
 
 
 def cpu_stack_runs(config: dict, samples: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,8 +64,20 @@ def _yaml_dumper() -> type:
 
 
 YAML_DUMPER = _yaml_dumper()
+_PLAIN = re.compile(r"[\x20-\x7e\n\t]+")  # strings libyaml writes as the Python emitter does
+
+
+def _plain_text(node) -> bool:
+    """Only non-empty printable-ASCII strings (keys and values)? libyaml's emitter writes other text
+    differently (emoji as escapes, NEL, an empty key), though it loads back the same."""
+    if isinstance(node, dict):
+        return all(isinstance(k, str) and _PLAIN.fullmatch(k) and _plain_text(v) for k, v in node.items())
+    if isinstance(node, list):
+        return all(_plain_text(v) for v in node)
+    return not isinstance(node, str) or node == "" or _PLAIN.fullmatch(node) is not None
 
 
 def to_yaml(container) -> str:
     """OmegaConf.to_yaml's text for a plain container (dicts, lists, values, interpolation strings)."""
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=YAML_DUMPER)
+    dumper = YAML_DUMPER if _plain_text(container) else get_omega_conf_dumper()
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)

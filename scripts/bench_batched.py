@@ -3,6 +3,7 @@
     python scripts/bench_batched.py                 # 72 jobs x 2 000 steps (~1 min on 2 cores)
     python scripts/bench_batched.py --seeds 2       # a quicker look
     python scripts/bench_batched.py --stack-sizes   # the bare training step against the stack size M
+    python scripts/bench_batched.py --seeds 342 --basic-seeds 8 --repeats 1   # on a GPU: 4 104 jobs
 
 Workload (issue 5): the reference spiral (300 points, 3 classes), widths {8, 32, 100}, DCE with two
 (A, T) = (10, 500) and (70, 500), lrs {0.5, 1.0}, 6 seeds: 3 x 2 x 2 x 6 = 72 jobs (64 is not a
@@ -10,7 +11,10 @@ multiple of the 3 widths), 2 000 full-batch steps each, float64, W&B off. Both l
 real CLI in a subprocess, so the basic launcher's figure includes its per-job Hydra overhead, as a
 user would see it; the training alone (each run's train_jobs time from result.json, a stack's time
 counted once) is printed as well, since start-up and Hydra's per-job work are the same for both.
-Also: one job alone through each launcher, and the matmul peak of this machine.
+Also: one job alone through each launcher, and the matmul peak of the device (CUDA when present:
+train.device=auto puts both launchers there). With --basic-seeds the basic launcher runs only that
+many seeds of the sweep (a 4 096-job basic sweep would take hours) and its figures are scaled to the
+full sweep per job; the output says so.
 """
 
 from __future__ import annotations
@@ -37,13 +41,18 @@ def cli(args: list[str], sweep_dir: str) -> float:
 
 
 def matmul_peak(dtype=torch.float64) -> float:
-    a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = 4096 if device == "cuda" else 1024
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(3):
         a @ b
+    sync()
     t = time.perf_counter()
     for _ in range(10):
         a @ b
-    return 10 * 2 * 1024**3 / (time.perf_counter() - t)
+    sync()
+    return 10 * 2 * n**3 / (time.perf_counter() - t)
 
 
 def flops_per_run_step(width: int, points: int = 300, features: int = 2, classes: int = 3) -> float:
@@ -94,38 +103,43 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=6)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--stack-sizes", action="store_true", help="only the bare step against the stack size")
+    p.add_argument("--basic-seeds", type=int, default=None, help="run the basic launcher on this many seeds only, scaled per job")
     p.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best of each is printed (a shared machine is noisy)")
     a = p.parse_args()
     if a.stack_sizes:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float64, P = 300, one ReLU layer")
         stack_sizes()
         return
-    sweep = [
-        "-m",
-        "loss=dce",
-        "loss.A=10,70",
-        "loss.T=500",
-        "optim.lr=0.5,1.0",
-        f"model.width={','.join(map(str, WIDTHS))}",
-        f"seed=range({a.seeds})",
-        f"train.steps={a.steps}",
-    ]
+
+    def sweep_args(seeds: int) -> list[str]:
+        return ["-m", "loss=dce", "loss.A=10,70", "loss.T=500", "optim.lr=0.5,1.0", f"model.width={','.join(map(str, WIDTHS))}",
+                f"seed=range({seeds})", f"train.steps={a.steps}"]  # fmt: skip
+
+    sweep = sweep_args(a.seeds)
+    basic_seeds = min(a.basic_seeds or a.seeds, a.seeds)
+    basic_scale = a.seeds / basic_seeds  # per-job scaling when the basic launcher runs a sample
     jobs = 2 * 2 * len(WIDTHS) * a.seeds
     run_steps = jobs * a.steps
     one = ["-m", "loss=dce", "model.width=100", f"train.steps={a.steps * 5}"]
     runs: dict[str, list[tuple[float, float]]] = {"batched": [], "basic": [], "one_batched": [], "one_basic": []}
     for r in range(a.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            for name, args in (("batched", [*sweep, "hydra/launcher=batched"]), ("basic", sweep),
+            for name, args in (("batched", [*sweep, "hydra/launcher=batched"]), ("basic", sweep_args(basic_seeds)),
                                ("one_batched", [*one, "hydra/launcher=batched"]), ("one_basic", one)):  # fmt: skip
                 wall = cli(args, f"{tmp}/{name}")
                 runs[name].append((wall, training_seconds(f"{tmp}/{name}")))
                 print(f"repeat {r + 1}: {name:12s} {wall:6.1f} s wall, {runs[name][-1][1]:6.1f} s training", file=sys.stderr)
     (batched, train_batched), (basic, train_basic) = min(runs["batched"]), min(runs["basic"])
     one_batched, one_basic = min(runs["one_batched"])[0], min(runs["one_basic"])[0]
+    startup = one_basic - min(runs["one_basic"])[1]  # the one-job command less its training
+    basic = startup + (basic - startup) * basic_scale  # start-up once, the per-job part scaled
+    train_basic *= basic_scale
     flops = sum(flops_per_run_step(w) for w in WIDTHS) / len(WIDTHS) * run_steps
     peak = matmul_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {jobs} jobs x {a.steps} steps; best of {a.repeats}")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; {jobs} jobs x {a.steps} steps; best of {a.repeats}")
+    if basic_scale != 1:
+        print(f"basic launcher: {basic_seeds} of {a.seeds} seeds run; all but its {startup:.1f} s start-up scaled by {basic_scale:.2f}")
     print(f"basic launcher   {basic:8.1f} s   {basic / run_steps * 1e6:8.1f} us per run-step")
     print(f"batched launcher {batched:8.1f} s   {batched / run_steps * 1e6:8.1f} us per run-step")
     print(f"speed-up         {basic / batched:8.1f}x")
@@ -134,7 +148,7 @@ def main() -> None:
         f"({train_batched / run_steps * 1e6:.1f} us per run-step batched)"
     )
     rate = flops / batched
-    print(f"batched: {rate / 1e9:.2f} GFLOP/s = {rate / peak:.1%} of this machine's float64 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
+    print(f"batched: {rate / 1e9:.2f} GFLOP/s = {rate / peak:.2%} of this device's float64 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
     print(f"one job ({a.steps * 5} steps, width 100, whole CLI): basic {one_basic:.1f} s, batched {one_batched:.1f} s")
 
 

@@ -232,3 +232,27 @@ def test_cached_composition_equals_hydra(overrides):
     full = loader.load_sweep_config(master, list(overrides))
     strip = lambda c: {k: v for k, v in OmegaConf.to_container(c).items()}  # noqa: E731
     assert strip(fast) == strip(full)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the GPU path is checked where one is lent)")
+def test_a_cuda_stack_follows_the_cpu_stack(tmp_path):
+    from conftest import compose_config
+
+    from runner.app import job_from_config
+    from runner.data import data_from_config
+    from runner.trainer import train_jobs
+
+    histories = {}
+    for device in ("cpu", "cuda"):
+        jobs = []
+        for i, (seed, width, lr) in enumerate([(0, 8, 0.5), (1, 8, 1.0), (2, 12, 0.5), (3, 16, 1.0)]):
+            cfg = compose_config(["loss=dce", "loss.A=10", "loss.T=40", "train.steps=200", "train.eval_every=10", "wandb.mode=disabled",
+                                  f"seed={seed}", f"model.width={width}", f"optim.lr={lr}", f"train.device={device}"])  # fmt: skip
+            jobs.append(job_from_config(cfg, tmp_path / device / str(i), None))
+        results = train_jobs(jobs, data_from_config(cfg), torch.device(device), progress=False)
+        assert {r["device"].split(":")[0] for r in results} == {device}
+        histories[device] = [pd.read_csv(j.job_dir / "history.csv") for j in jobs]
+    for h_cpu, h_gpu in zip(histories["cpu"], histories["cuda"]):
+        first = h_cpu["step"] <= 50
+        for col in ["train/loss", "train/dyn_loss", "val/loss", "train/acc", "val/acc"]:
+            np.testing.assert_allclose(h_gpu.loc[first, col], h_cpu.loc[first, col], rtol=1e-10, atol=1e-12, err_msg=col)

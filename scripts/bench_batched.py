@@ -1,6 +1,6 @@
 """The batched launcher against the basic one, measured side by side on the same sweep.
 
-    python scripts/bench_batched.py                 # 72 jobs x 2 000 steps (~1 min on 2 cores)
+    python scripts/bench_batched.py                 # 72 jobs x 2 000 steps, twice (~1.5 min on 2 cores)
     python scripts/bench_batched.py --seeds 2       # a quicker look
     python scripts/bench_batched.py --stack-sizes   # the bare training step against the stack size M
     python scripts/bench_batched.py --seeds 342 --basic-seeds 8 --repeats 1   # on a GPU: 4 104 jobs

@@ -1,5 +1,6 @@
 """hydra/launcher=batched: the same jobs, the same files and the same numbers as the basic launcher."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from conftest import CONF
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
 from runner.batching import cache_bytes, cpu_stack_runs, group_jobs, max_runs, split
 from runner.compose_cache import CachingComposer
@@ -232,6 +233,13 @@ def test_cached_composition_equals_hydra(overrides):
     full = loader.load_sweep_config(master, list(overrides))
     strip = lambda c: {k: v for k, v in OmegaConf.to_container(c).items()}  # noqa: E731
     assert strip(fast) == strip(full)
+    # the task function's config, as run_job makes it: a copy of the job's config less its hydra node
+    expected = copy.deepcopy(full)
+    with read_write(expected), open_dict(expected):
+        del expected["hydra"]
+    task = composer.task_config(master, list(overrides))
+    assert "hydra" not in task and strip(task) == strip(expected)
+    assert OmegaConf.is_struct(task) == OmegaConf.is_struct(expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the GPU path is checked where one is lent)")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.data import data_from_config
 from runner.trainer import Job, resolve_device, train_jobs
-from runner.validate import validate
+from runner.validate import plain, validate
 
 log = logging.getLogger("runner")
 
@@ -43,14 +43,12 @@ def hydra_context() -> tuple[Path, str | None]:
     return job_dir, "single"
 
 
-def plain_config(cfg: DictConfig) -> dict:
-    """The resolved config without Hydra's own node."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
-    return container
+def plain_config(cfg: DictConfig | dict) -> dict:
+    """The resolved config without Hydra's own node (a dict passes through: resolved once per job)."""
+    return cfg if isinstance(cfg, dict) else plain(cfg)
 
 
-def job_from_config(cfg: DictConfig, job_dir: Path, default_group: str | None) -> Job:
+def job_from_config(cfg: DictConfig | dict, job_dir: Path, default_group: str | None) -> Job:
     config = plain_config(cfg)
     validate(config)
     group = config["wandb"]["group"] or default_group
@@ -60,14 +58,15 @@ def job_from_config(cfg: DictConfig, job_dir: Path, default_group: str | None) -
     return Job(config, job_dir, run_name(config), group, figure=default_group == "single" if figure == "auto" else bool(figure))
 
 
-def previous_result(cfg: DictConfig, job_dir: Path) -> dict | None:
+def previous_result(cfg: DictConfig | dict, job_dir: Path) -> dict | None:
     """With resume on, the result a previous run of this job left (a rerun of a sweep into the same
     folder trains only what is missing); None when the job has to train."""
-    if not cfg.get("resume", False):
+    config = plain_config(cfg)
+    if not config.get("resume", False):
         return None
     from runner.resume import finished_result
 
-    done = finished_result(job_dir, plain_config(cfg))
+    done = finished_result(job_dir, config)
     if done is not None:
         log.info("%s already finished, skipped (%s, val/acc %s)", job_dir, done["status"], done.get("final_val_acc"))
     return done
@@ -88,10 +87,11 @@ def summary_line(job: Job, result: dict) -> str:
 
 def run(cfg: DictConfig) -> float | None:
     job_dir, group = hydra_context()
-    done = previous_result(cfg, job_dir)
+    config = plain_config(cfg)  # resolved once
+    done = previous_result(config, job_dir)
     if done is not None:
         return done.get("final_val_acc")
-    job = job_from_config(cfg, job_dir, group)
+    job = job_from_config(config, job_dir, group)
     threads = job.config["train"]["threads"]
     if threads:
         torch.set_num_threads(int(threads))

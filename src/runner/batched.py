@@ -10,7 +10,7 @@ import torch
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
-from runner.app import hydra_context, job_from_config, previous_result, summary_line
+from runner.app import hydra_context, job_from_config, plain_config, previous_result, summary_line
 from runner.batching import group_jobs, max_runs, split
 from runner.data import data_from_config
 from runner.files import write_json
@@ -29,10 +29,11 @@ class Skipped:
 def prepare(cfg: DictConfig) -> Job | Skipped:
     """The task function run_job calls for each job: validate, describe, train nothing."""
     job_dir, group = hydra_context()
-    done = previous_result(cfg, job_dir)
+    config = plain_config(cfg)  # resolved once, for both
+    done = previous_result(config, job_dir)
     if done is not None:
         return Skipped(done.get("final_val_acc"))
-    return job_from_config(cfg, job_dir, group)
+    return job_from_config(config, job_dir, group)
 
 
 def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:

@@ -11,7 +11,7 @@ it key by key); anything unusual (+key, ~key, key@pkg, hydra.* overrides) takes 
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Callable
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -34,8 +34,12 @@ class CachingComposer:
     def __init__(self, full: Callable[[DictConfig, list[str]], DictConfig]):
         self.full = full  # Hydra's own load_sweep_config
         self.parser = OverridesParser.create()
-        self.cache: dict[tuple[str, ...], DictConfig] = {}  # per combination of group choices
+        # Per combination of group choices, pickled: unpickling a copy is ~4x faster than
+        # copy.deepcopy of the DictConfig (0.65 against 2.9 ms here), same nodes, flags and values.
+        self.cache: dict[tuple[str, ...], bytes] = {}
+        self.tasks: dict[tuple[str, ...], bytes] = {}  # the same without the hydra node
         self.jobs: dict[tuple[str, ...], DictConfig] = {}  # per job
+        self.parsed: dict[str, Override] = {}  # per override string: a sweep repeats few of them
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         master = master_config  # Hydra passes both arguments by keyword
@@ -47,14 +51,23 @@ class CachingComposer:
         self.jobs[key] = cfg = self._compose(master, sweep_overrides)
         return cfg
 
-    def _compose(self, master: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        parsed = self.parser.parse_overrides(list(sweep_overrides))
+    def _split(self, master: DictConfig, sweep_overrides: list[str]) -> tuple[list[Override], list[Override], tuple[str, ...]]:
+        parsed = [self._parse(line) for line in sweep_overrides]
         groups = set(master.hydra.runtime.choices.keys())
         plain = [o for o in parsed if _is_plain_value(o, groups)]
         structural = tuple(o.input_line for o in parsed if not _is_plain_value(o, groups))
         if structural not in self.cache:
-            self.cache[structural] = self.full(master, list(structural))
-        cfg = copy.deepcopy(self.cache[structural])
+            full = self.full(master, list(structural))
+            self.cache[structural] = pickle.dumps(full)
+            task = pickle.loads(self.cache[structural])
+            with read_write(task), open_dict(task):
+                del task["hydra"]  # as run_job's copy for the task function: same flags, no hydra node
+            self.tasks[structural] = pickle.dumps(task)
+        return parsed, plain, structural
+
+    def _compose(self, master: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        parsed, plain, structural = self._split(master, sweep_overrides)
+        cfg = pickle.loads(self.cache[structural])
         OmegaConf.copy_cache(from_config=master, to_config=cfg)
         with read_write(cfg), open_dict(cfg.hydra):
             ConfigLoaderImpl._apply_overrides_to_config(plain, cfg)
@@ -66,6 +79,23 @@ class CachingComposer:
                 overrides=task, kv_sep=job_cfg.kv_sep, item_sep=job_cfg.item_sep, exclude_keys=job_cfg.exclude_keys
             )
         return cfg
+
+    def task_config(self, master: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config without its hydra node, as run_job hands it to the task function, in
+        ~0.3 ms (copying the composed config and deleting its hydra node: ~3 ms; OmegaConf.create
+        of its container: 1.5 ms). Call after the job was composed (its errors were raised there)."""
+        _, plain, structural = self._split(master, sweep_overrides)
+        task = pickle.loads(self.tasks[structural])
+        OmegaConf.copy_cache(from_config=master, to_config=task)
+        with read_write(task):
+            ConfigLoaderImpl._apply_overrides_to_config(plain, task)
+        return task
+
+    def _parse(self, line: str) -> Override:
+        # Hydra's parser takes ~0.1 ms an override; Override objects are only read downstream.
+        if line not in self.parsed:
+            (self.parsed[line],) = self.parser.parse_overrides([line])
+        return self.parsed[line]
 
 
 def install(config_loader) -> None:

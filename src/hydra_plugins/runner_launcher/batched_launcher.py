@@ -74,7 +74,8 @@ class BatchedLauncher(Launcher):
                 sweep_config.hydra.job.num = idx
             # The job directory and .hydra/ as the basic launcher makes them; the "task" only
             # validates and describes the job, training happens below, group by group.
-            returns.append(setup_job(self.hydra_context, prepare_job, sweep_config))
+            task_config = loader.load_sweep_config.task_config(self.config, list(overrides))
+            returns.append(setup_job(self.hydra_context, prepare_job, sweep_config, task_config))
         from runner.checkpoint import Preempted
 
         try:
@@ -89,7 +90,7 @@ class BatchedLauncher(Launcher):
         return returns
 
 
-def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> JobReturn:
+def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig, task_config: DictConfig | None = None) -> JobReturn:
     """hydra.core.utils.run_job for a multirun job, less its four deep copies of the config.
 
     run_job copies the whole config twice and its hydra node twice per job (~40 ms here: for a
@@ -111,7 +112,9 @@ def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: 
         container = OmegaConf.to_container(config, resolve=False, enum_to_str=True)
         hydra_node = container.pop("hydra")
         ret = JobReturn()
-        ret.cfg = OmegaConf.create(container)  # plain values and interpolation strings: resolves as run_job's copy
+        # The config without its hydra node, as run_job passes it to the task (task_config: the
+        # composer's cheap copy of it; else rebuilt from plain values and interpolation strings).
+        ret.cfg = task_config if task_config is not None else OmegaConf.create(container)
         ret.hydra_cfg = config  # .hydra.job.num etc. read as from run_job's copy
         ret.overrides = list(hydra_node["overrides"]["task"])
         chdir = bool(config.hydra.job.chdir)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner.data import data_from_config
 from runner.trainer import Job, resolve_device, train_jobs

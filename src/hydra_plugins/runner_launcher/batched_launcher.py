@@ -90,7 +90,9 @@ class BatchedLauncher(Launcher):
         return returns
 
 
-def setup_job(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig, task_config: DictConfig | None = None) -> JobReturn:
+def setup_job(
+    hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig, task_config: DictConfig | None = None
+) -> JobReturn:
     """hydra.core.utils.run_job for a multirun job, less its four deep copies of the config.
 
     run_job copies the whole config twice and its hydra node twice per job (~40 ms here: for a

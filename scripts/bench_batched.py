@@ -11,10 +11,11 @@ multiple of the 3 widths), 2 000 full-batch steps each, float64, W&B off. Both l
 real CLI in a subprocess, so the basic launcher's figure includes its per-job Hydra overhead, as a
 user would see it; the training alone (each run's train_jobs time from result.json, a stack's time
 counted once) is printed as well, since start-up and Hydra's per-job work are the same for both.
-Also: one job alone through each launcher, and the matmul peak of the device (CUDA when present:
-train.device=auto puts both launchers there). With --basic-seeds the basic launcher runs only that
-many seeds of the sweep (a 4 096-job basic sweep would take hours) and its figures are scaled to the
-full sweep per job; the output says so.
+Also: one job alone through each launcher, the same sweep at one step per job (the batched launcher's
+per-job work: composition, folders, files), the matmul peak of the device (CUDA when present:
+train.device=auto puts both launchers there), and the bounds these put on the ratio. With
+--basic-seeds the basic launcher runs only that many seeds of the sweep (a 4 096-job basic sweep would
+take hours) and its figures are scaled to the full sweep per job; the output says so.
 """
 
 from __future__ import annotations
@@ -121,11 +122,13 @@ def main() -> None:
     jobs = 2 * 2 * len(WIDTHS) * a.seeds
     run_steps = jobs * a.steps
     one = ["-m", "loss=dce", "model.width=100", f"train.steps={a.steps * 5}"]
-    runs: dict[str, list[tuple[float, float]]] = {"batched": [], "basic": [], "one_batched": [], "one_basic": []}
+    one_step = [*[x for x in sweep if not x.startswith("train.steps=")], "train.steps=1", "hydra/launcher=batched"]
+    runs: dict[str, list[tuple[float, float]]] = {"batched": [], "basic": [], "one_batched": [], "one_basic": [], "one_step": []}
     for r in range(a.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             for name, args in (("batched", [*sweep, "hydra/launcher=batched"]), ("basic", sweep_args(basic_seeds)),
-                               ("one_batched", [*one, "hydra/launcher=batched"]), ("one_basic", one)):  # fmt: skip
+                               ("one_batched", [*one, "hydra/launcher=batched"]), ("one_basic", one),
+                               ("one_step", one_step)):  # fmt: skip
                 wall = cli(args, f"{tmp}/{name}")
                 runs[name].append((wall, training_seconds(f"{tmp}/{name}")))
                 print(f"repeat {r + 1}: {name:12s} {wall:6.1f} s wall, {runs[name][-1][1]:6.1f} s training", file=sys.stderr)
@@ -150,6 +153,16 @@ def main() -> None:
     rate = flops / batched
     print(f"batched: {rate / 1e9:.2f} GFLOP/s = {rate / peak:.2%} of this device's float64 matmul peak ({peak / 1e9:.1f} GFLOP/s)")
     print(f"one job ({a.steps * 5} steps, width 100, whole CLI): basic {one_basic:.1f} s, batched {one_batched:.1f} s")
+    # What bounds the ratio, from the figures above: whatever the training costs, the batched command
+    # pays the start-up and its per-job work (composition, folders, files: the one-step sweep).
+    one_step = min(runs["one_step"])[0]
+    per_job = (one_step - startup) / jobs
+    print(f"per-job work of the batched launcher: {per_job * 1e3:.1f} ms a job ({jobs} one-step jobs in {one_step:.1f} s, "
+          f"start-up {startup:.1f} s)")  # fmt: skip
+    print(
+        f"bounds: with no training at all the batched command takes {one_step:.1f} s, so at most {basic / one_step:.1f}x; "
+        f"the sweep's arithmetic alone at the matmul peak is {flops / peak:.2f} s (training at most {train_basic / (flops / peak):.0f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -61,3 +62,22 @@ def assert_same_sweep(a: Path, b: Path) -> None:
         # float64 full-batch GD from the same seed: the same numbers up to reduction order
         assert rx["final_val_acc"] == ry["final_val_acc"], x.name
         assert abs(rx["final_train_loss"] - ry["final_train_loss"]) <= 1e-9 * abs(rx["final_train_loss"]), x.name
+
+
+ROW_BYTES = 40  # steps.csv bytes per step, about
+
+
+def popen(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m runner ARGS` started in the background (to be signalled or killed mid-run)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_step(proc: subprocess.Popen, steps_csv: Path, step: int, timeout: float = 120) -> None:
+    """Until steps.csv holds about `step` rows (the run is then somewhere past it)."""
+    end = time.monotonic() + timeout
+    while not (steps_csv.exists() and steps_csv.stat().st_size > step * ROW_BYTES):
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < end, "timed out waiting for the run"
+        time.sleep(0.02)

@@ -264,3 +264,35 @@ def test_a_cuda_stack_follows_the_cpu_stack(tmp_path):
         first = h_cpu["step"] <= 50
         for col in ["train/loss", "train/dyn_loss", "val/loss", "train/acc", "val/acc"]:
             np.testing.assert_allclose(h_gpu.loc[first, col], h_cpu.loc[first, col], rtol=1e-10, atol=1e-12, err_msg=col)
+
+
+def test_a_requeued_slurm_task_trains_only_its_unfinished_jobs(tmp_path):
+    """batched_slurm's array task, run in this process: after a requeue it must not retrain what finished."""
+    from conftest import compose_config
+
+    from hydra_plugins.runner_launcher.batched_slurm_launcher import GroupTask, task_parts
+    from runner.app import job_from_config
+
+    base = ["loss=dce", "train.steps=40", "train.eval_every=20", "wandb.mode=disabled", "train.threads=1"]
+    jobs_ = [job_from_config(compose_config([*base, f"seed={s}"]), tmp_path / str(s), None) for s in range(2)]
+    logs = [tmp_path / f"{s}.log" for s in range(2)]
+    task = GroupTask(max_batch=None)
+    (first,) = task(jobs_[:1], logs[:1])  # job 0 finishes, as in a task that was then preempted
+    stamp = (tmp_path / "0" / "result.json").stat().st_mtime_ns
+    outcomes = task(jobs_, logs)  # the requeued task gets both jobs again
+    assert outcomes[0] == first and (tmp_path / "0" / "result.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "1" / "result.json").read_text())["final_val_acc"] == outcomes[1] is not None
+    assert "finished" in logs[1].read_text() and logs[0].read_text().count("finished") == 1
+    # task parts: one per group, split evenly past runs_per_task
+    configs = [dict(j.config, model={**j.config["model"], "width": w}) for j in jobs_ for w in (8, 32)]
+    assert task_parts(configs, None) == [[0, 2], [1, 3]] and task_parts(configs, 1) == [[0], [2], [1], [3]]
+
+
+def test_launcher_keys_are_checked_before_anything_is_written(cli, tmp_path):
+    proc = cli("-m", "hydra/launcher=batched", "hydra.launcher.max_batch=0", "seed=0,1", f"hydra.sweep.dir={tmp_path}/s", check=False)
+    assert proc.returncode == 2 and not (tmp_path / "s").exists()
+    assert "invalid config: hydra.launcher.max_batch=0: must be null or an integer >= 1" in proc.stderr
+    proc = cli(
+        "-m", "hydra/launcher=batched_slurm", "hydra.launcher.runs_per_task=two", "seed=0", f"hydra.sweep.dir={tmp_path}/t", check=False
+    )
+    assert proc.returncode == 2 and "hydra.launcher.runs_per_task='two'" in proc.stderr and not (tmp_path / "t").exists()

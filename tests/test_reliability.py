@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import run_cli
+from sweeplib import popen, wait_for_step
 
 from runner import records
 from runner.records import HistoryFile
@@ -24,24 +25,6 @@ WANDB = Path(sys.executable).parent / "wandb"
 BASE = ["loss=dce", "loss.T=250", "model.width=8", "train.eval_every=100", "train.threads=1", "train.device=cpu", "wandb.mode=disabled"]
 KILL = [*BASE, "train.steps=30000", "train.checkpoint_every=1000"]
 SWEEP = ["-m", "seed=0,1", *BASE, "train.steps=12000", "train.checkpoint_every=1000", "optim=sgd", "optim.batch_size=64"]
-ROW_BYTES = 40  # steps.csv bytes per step, about
-
-
-def popen(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
-    env.update(RUNNER_NO_PROGRESS="1", WANDB_SILENT="true")
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for_step(proc: subprocess.Popen, steps_csv: Path, step: int, timeout: float = 120) -> None:
-    """Until steps.csv holds about `step` rows (the run is then somewhere past it)."""
-    end = time.monotonic() + timeout
-    while not (steps_csv.exists() and steps_csv.stat().st_size > step * ROW_BYTES):
-        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()[1][-2000:]}"
-        assert time.monotonic() < end, "timed out waiting for the run"
-        time.sleep(0.02)
 
 
 def outcome(job: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hydra.core.utils import JobReturn, JobStatus
@@ -36,14 +37,28 @@ def prepare(cfg: DictConfig) -> Job | Skipped:
     return job_from_config(config, job_dir, group)
 
 
-def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
-    """Train every prepared job; each JobReturn gets its run's final validation accuracy."""
-    pending = [i for i, r in enumerate(returns) if r.status == JobStatus.COMPLETED and isinstance(r._return_value, Job)]
-    for _i, r in enumerate(returns):
+Outcome = float | None | Exception  # a trained job's final validation accuracy, or why its stack failed
+
+
+def pending_jobs(returns: list[JobReturn]) -> list[int]:
+    """The prepared jobs that still have to train; a resumed job that had finished gets its value."""
+    for r in returns:
         if r.status == JobStatus.COMPLETED and isinstance(r._return_value, Skipped):
             r.return_value = r._return_value.value
-    jobs = [returns[i]._return_value for i in pending]
-    progress = os.environ.get("RUNNER_NO_PROGRESS") is None
+    return [i for i, r in enumerate(returns) if r.status == JobStatus.COMPLETED and isinstance(r._return_value, Job)]
+
+
+def record_outcomes(returns: list[JobReturn], indices: list[int], outcomes: list[Outcome]) -> None:
+    for i, outcome in zip(indices, outcomes):
+        if isinstance(outcome, BaseException):
+            returns[i].status = JobStatus.FAILED
+        returns[i].return_value = outcome
+
+
+def train_groups(jobs: list[Job], log_files: list[Path], max_batch: int | None, progress: bool) -> list[Outcome]:
+    """Train jobs group by group, each group in stacks of at most max_batch (and what the device
+    holds); a job's summary line is appended to its log file, as the basic launcher's would end."""
+    outcomes: list[Outcome] = [None] * len(jobs)
     for group in group_jobs([j.config for j in jobs]):
         cfg = jobs[group[0]].config
         threads = cfg["train"]["threads"]
@@ -62,13 +77,25 @@ def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
                 log.exception("a group of %d runs failed", len(members))
                 for g, job in zip(part, members):
                     write_json(job.job_dir / "result.json", {"status": "failed", "error": repr(e), "name": job.name, "config": job.config})
-                    returns[pending[g]].status = JobStatus.FAILED
-                    returns[pending[g]].return_value = e
+                    outcomes[g] = e
                 continue
             for g, result in zip(part, results):
-                returns[pending[g]].return_value = result["final_val_acc"]
-                job = jobs[g]
-                line = summary_line(job, result)
+                outcomes[g] = result["final_val_acc"]
+                line = summary_line(jobs[g], result)
                 log.info(line)
-                with open(job.job_dir / f"{returns[pending[g]].hydra_cfg.hydra.job.name}.log", "a") as f:
-                    f.write(line + "\n")  # what the basic launcher's per-job log file would end with
+                with open(log_files[g], "a") as f:
+                    f.write(line + "\n")
+    return outcomes
+
+
+def log_file(ret: JobReturn) -> Path:
+    """The job's Hydra log file (JOB_DIR/JOB_NAME.log)."""
+    return Path(ret._return_value.job_dir) / f"{ret.hydra_cfg.hydra.job.name}.log"
+
+
+def train_prepared(returns: list[JobReturn], max_batch: int | None) -> None:
+    """Train every prepared job in this process; each JobReturn gets its run's final validation accuracy."""
+    pending = pending_jobs(returns)
+    jobs = [returns[i]._return_value for i in pending]
+    progress = os.environ.get("RUNNER_NO_PROGRESS") is None
+    record_outcomes(returns, pending, train_groups(jobs, [log_file(returns[i]) for i in pending], max_batch, progress))

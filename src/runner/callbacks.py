@@ -15,7 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.validate import config_problems, message
+from runner.validate import config_problems, launcher_problems, message
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -67,6 +67,9 @@ def multirun_problems(config: DictConfig) -> list[str]:
     # batch validation and the launcher's per-job composition all share the cache (compose_cache.py).
     install(loader)
     seen: dict[str, list[int]] = {}
+    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
+    for p in launcher_problems(launcher):
+        seen[p] = list(range(len(jobs)))
     for i, job in enumerate(jobs):
         try:
             found = config_problems(loader.load_sweep_config(config, list(job)))

@@ -259,5 +259,8 @@ class Checkpointer:
         previous = self._previous.get(signum)
         self.release()
         if callable(previous) and not isinstance(getattr(previous, "__self__", None), Checkpointer):
-            previous(signum, None)  # e.g. submitit: requeue the job (it resumes from this checkpoint)
+            try:
+                previous(signum, None)  # e.g. submitit: requeue the job (it resumes from this checkpoint), exit
+            except Exception as e:  # submitit declined to requeue (timed out too often): still a stop, not a failure
+                raise Preempted(signum, t) from e
         raise Preempted(signum, t)

@@ -151,6 +151,17 @@ def config_problems(cfg: DictConfig) -> list[str]:
     return problems(resolved)
 
 
+def launcher_problems(launcher: dict) -> list[str]:
+    """The batched launchers' own keys (hydra.launcher.*): checked with the jobs, before any is written."""
+    if not str(launcher.get("_target_", "")).startswith("hydra_plugins.runner_launcher."):
+        return []
+    return [
+        f"hydra.launcher.{key}={launcher[key]!r}: must be null or an integer >= 1"
+        for key in ("max_batch", "runs_per_task")
+        if key in launcher and launcher[key] is not None and not (_int(launcher[key]) and launcher[key] >= 1)
+    ]
+
+
 # --- command-line config-group choices (loss=foo) --------------------------------------------------
 # Hydra's own message for an unknown group option spans a dozen lines and exits 1; this check gives
 # the same one-line form as every other problem, for single runs and for every value of a sweep.

@@ -55,27 +55,41 @@ class BatchedLauncher(Launcher):
         install(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from runner.batched import prepare as prepare_job
-        from runner.batched import train_prepared
-
         setup_globals()
-        assert self.config is not None and self.hydra_context is not None
+        assert self.config is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        returns = self.prepare(job_overrides, initial_job_idx)
+        self.train(returns)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        for ret in returns:
+            if ret.status == JobStatus.FAILED:
+                log.error(f"job {ret.hydra_cfg.hydra.job.num if ret.hydra_cfg else '?'} failed: {ret._return_value!r}")
+        return returns
+
+    def prepare(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """Every job's directory and .hydra/ as the basic launcher makes them; the "task" only
+        validates and describes the job (a runner.trainer.Job), training comes after, by groups."""
+        from runner.batched import prepare as prepare_job
+
+        assert self.config is not None and self.hydra_context is not None
         log.info(f"Preparing {len(job_overrides)} jobs for batched training")
         returns: list[JobReturn] = []
+        loader = self.hydra_context.config_loader
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            loader = self.hydra_context.config_loader
             sweep_config = loader.load_sweep_config(self.config, list(overrides))
             loader.load_sweep_config.jobs.pop(tuple(overrides), None)  # composed for the last time
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            # The job directory and .hydra/ as the basic launcher makes them; the "task" only
-            # validates and describes the job, training happens below, group by group.
             task_config = loader.load_sweep_config.task_config(self.config, list(overrides))
             returns.append(setup_job(self.hydra_context, prepare_job, sweep_config, task_config))
+        return returns
+
+    def train(self, returns: list[JobReturn]) -> None:
+        """Here, in this process: CUDA when present, else the CPU."""
+        from runner.batched import train_prepared
         from runner.checkpoint import Preempted
 
         try:
@@ -83,11 +97,6 @@ class BatchedLauncher(Launcher):
         except Preempted as e:  # SIGTERM/SIGUSR2: checkpoints are saved; the rerun resumes them
             log.warning("%s", e)
             sys.exit(e.exit_code)
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        for ret in returns:
-            if ret.status == JobStatus.FAILED:
-                log.error(f"job {ret.hydra_cfg.hydra.job.num if ret.hydra_cfg else '?'} failed: {ret.return_value!r}")
-        return returns
 
 
 def setup_job(

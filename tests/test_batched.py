@@ -288,11 +288,34 @@ def test_a_requeued_slurm_task_trains_only_its_unfinished_jobs(tmp_path):
     assert task_parts(configs, None) == [[0, 2], [1, 3]] and task_parts(configs, 1) == [[0], [2], [1], [3]]
 
 
-def test_launcher_keys_are_checked_before_anything_is_written(cli, tmp_path):
-    proc = cli("-m", "hydra/launcher=batched", "hydra.launcher.max_batch=0", "seed=0,1", f"hydra.sweep.dir={tmp_path}/s", check=False)
-    assert proc.returncode == 2 and not (tmp_path / "s").exists()
-    assert "invalid config: hydra.launcher.max_batch=0: must be null or an integer >= 1" in proc.stderr
-    proc = cli(
-        "-m", "hydra/launcher=batched_slurm", "hydra.launcher.runs_per_task=two", "seed=0", f"hydra.sweep.dir={tmp_path}/t", check=False
-    )
-    assert proc.returncode == 2 and "hydra.launcher.runs_per_task='two'" in proc.stderr and not (tmp_path / "t").exists()
+def test_a_failing_stack_is_recorded_but_a_slurm_stop_ends_the_task(tmp_path, monkeypatch):
+    """train_groups: an error in one stack fails that stack's jobs (result.json says so) and goes on;
+    submitit's own stop (its time-limit handler raising inside the step) must end the task instead."""
+    import submitit
+    from conftest import compose_config
+
+    from runner import batched
+    from runner.app import job_from_config
+
+    jobs_ = [
+        job_from_config(compose_config(["train.steps=5", "wandb.mode=disabled", f"seed={s}"]), tmp_path / str(s), None) for s in range(2)
+    ]
+    logs = [tmp_path / f"{s}.log" for s in range(2)]
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(batched, "train_jobs", broken)
+    outcomes = batched.train_groups(jobs_, logs, None, progress=False)
+    assert all(isinstance(o, ValueError) for o in outcomes)
+    assert all(json.loads((j.job_dir / "result.json").read_text())["status"] == "failed" for j in jobs_)
+    for j in jobs_:
+        (j.job_dir / "result.json").unlink()
+
+    def stopped(*args, **kwargs):
+        raise submitit.core.utils.UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(batched, "train_jobs", stopped)
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
+        batched.train_groups(jobs_, logs, None, progress=False)
+    assert not any((j.job_dir / "result.json").exists() for j in jobs_)  # unfinished, not failed

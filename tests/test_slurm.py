@@ -84,6 +84,7 @@ def test_batched_slurm_task_stopped_by_slurm_resumes_on_rerun(tmp_path):
     job = ["loss=dce", "loss.T=250", "model.width=8", "train.eval_every=100", "train.device=cpu", "wandb.mode=disabled", THREADS]
     job += ["train.steps=30000", "train.checkpoint_every=1000"]
     launcher = ["hydra/launcher=batched_slurm", f"hydra.launcher.partition={partition}", "hydra.launcher.mem_gb=1"]
+    # timeout_min <= 10: submitit takes any USR2 for the time-limit warning, and max_num_timeout=0 declines the requeue
     launcher += ["hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "hydra.launcher.max_num_timeout=0"]
     cmd = ["-m", *job, *launcher, f"hydra.sweep.dir={tmp_path}/slurm"]
     proc = popen(cmd, tmp_path)

@@ -49,6 +49,14 @@ MULTI = [
     (["-m", "loss=ce,dce", "loss.foo=1,2"], "loss.foo=1"),  # a swept key no option has
     (["-m", "optim=gd,adam", "optim.lr=0.1,-1"], "optim.lr=-1"),
     (["-m", "loss=ce,bogus"], "loss='bogus'"),
+    # the task function's config has no hydra node: ${hydra.job.num} (no colon) cannot resolve there
+    (["-m", "seed=${hydra.job.num}"], "seed: cannot be resolved"),
+    (
+        ["-m", "hydra/launcher=batched", "hydra.launcher.max_batch=0", "seed=0,1"],
+        "hydra.launcher.max_batch=0: must be null or an integer >= 1",
+    ),
+    (["-m", "hydra/launcher=batched_slurm", "hydra.launcher.runs_per_task=two"], "hydra.launcher.runs_per_task='two'"),
+    (["-m", "hydra/launcher=batched_slurm", "hydra.launcher.nodes=2"], "hydra.launcher.nodes=2: must be 1"),
 ]
 
 

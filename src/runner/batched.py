@@ -74,6 +74,8 @@ def train_groups(jobs: list[Job], log_files: list[Path], max_batch: int | None, 
             try:
                 results = train_jobs(members, data, device, progress=progress and bool(cfg["train"]["progress"]))
             except Exception as e:  # noqa: BLE001 - one failing group must not stop the sweep
+                if type(e).__module__.startswith("submitit"):
+                    raise  # submitit's signal handler ending a SLURM task (time limit): a stop, not this stack's failure
                 log.exception("a group of %d runs failed", len(members))
                 for g, job in zip(part, members):
                     write_json(job.job_dir / "result.json", {"status": "failed", "error": repr(e), "name": job.name, "config": job.config})

@@ -57,27 +57,31 @@ def composition_problem(error: Exception, job: list[str]) -> str:
 def multirun_problems(config: DictConfig) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
+    launcher = launcher_problems(config.hydra.launcher)  # whatever the sweeper
     jobs = sweep_jobs(config)
     if jobs is None:
-        return []
+        return launcher
     from runner.compose_cache import install
 
     loader = GlobalHydra.instance().hydra.config_loader
     # Compose once per combination of group choices, not once per job: this check, Hydra's own
     # batch validation and the launcher's per-job composition all share the cache (compose_cache.py).
     install(loader)
+    composer = loader.load_sweep_config
     seen: dict[str, list[int]] = {}
-    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
-    for p in launcher_problems(launcher):
-        seen[p] = list(range(len(jobs)))
     for i, job in enumerate(jobs):
         try:
-            found = config_problems(loader.load_sweep_config(config, list(job)))
+            composer(config, list(job))
+            # what the job's task function gets (run_job's copy, no hydra node): ${hydra.job.num}
+            # without the colon resolves in the composed config but not there
+            found = config_problems(composer.task_config(config, list(job)))
         except Exception as e:  # noqa: BLE001 - Hydra raises several composition errors
             found = [composition_problem(e, job)]
         for p in found:
             seen.setdefault(p, []).append(i)
-    return [f"{p} [job {idx[0]}: {' '.join(jobs[idx[0]]) or 'no overrides'}; {len(idx)} of {len(jobs)} jobs]" for p, idx in seen.items()]
+    return launcher + [
+        f"{p} [job {idx[0]}: {' '.join(jobs[idx[0]]) or 'no overrides'}; {len(idx)} of {len(jobs)} jobs]" for p, idx in seen.items()
+    ]
 
 
 class ValidateSweep(Callback):

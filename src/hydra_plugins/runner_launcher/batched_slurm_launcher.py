@@ -53,33 +53,42 @@ def task_parts(configs: list[dict], runs_per_task: int | None) -> list[list[int]
     return [part for group in group_jobs(configs) for part in split(group, runs_per_task or len(group))]
 
 
+NOT_DONE = object()
+
+
+def finished_outcomes(jobs: list) -> list:
+    """Each job's final validation accuracy if its folder holds its finished result, else NOT_DONE."""
+    from runner.resume import finished_result
+
+    out = []
+    for job in jobs:
+        done = finished_result(job.job_dir, job.config) if job.config.get("resume", False) else None
+        out.append(NOT_DONE if done is None else done.get("final_val_acc"))
+    return out
+
+
 class GroupTask:
     """One array task: train its jobs on the node. Requeued by submitit after a preemption or time
     limit (with max_num_timeout > 0), it skips the jobs that finished and resumes from checkpoints."""
 
-    def __init__(self, max_batch: int | None) -> None:
+    def __init__(self, max_batch: int | None, env_set: dict | None = None) -> None:
         self.max_batch = max_batch
+        self.env_set = dict(env_set or {})  # hydra.job.env_set: run_job sets it around each job, here on the node
 
     def __call__(self, jobs: list, log_files: list[Path]) -> list:
         import torch
 
         from runner.batched import train_groups
         from runner.checkpoint import Preempted
-        from runner.resume import finished_result
 
         if not logging.getLogger().handlers:  # SLURM's stdout: the task's log in .submitit/
             logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        os.environ.update({k: str(v) for k, v in self.env_set.items()})
         if os.environ.get("SLURM_CPUS_PER_TASK"):
             # torch would start a thread per core of the node; train.threads, if set, still wins
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
-        outcomes: list = [None] * len(jobs)
-        todo = []
-        for i, job in enumerate(jobs):
-            done = finished_result(job.job_dir, job.config) if job.config.get("resume", False) else None
-            if done is not None:
-                outcomes[i] = done.get("final_val_acc")
-            else:
-                todo.append(i)
+        outcomes: list = finished_outcomes(jobs)
+        todo = [i for i, o in enumerate(outcomes) if o is NOT_DONE]
         try:
             trained = train_groups([jobs[i] for i in todo], [log_files[i] for i in todo], self.max_batch, progress=False)
         except Preempted as e:
@@ -124,7 +133,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
         jobs = [returns[i]._return_value for i in pending]
         parts = task_parts([j.config for j in jobs], self.runs_per_task)
         futures = self.executor().map_array(
-            GroupTask(self.max_batch),
+            GroupTask(self.max_batch, OmegaConf.to_container(self.config.hydra.job.env_set, resolve=True)),
             [[jobs[g] for g in part] for part in parts],
             [[log_file(returns[pending[g]]) for g in part] for part in parts],
         )
@@ -133,6 +142,8 @@ class BatchedSlurmLauncher(BatchedLauncher):
             try:
                 outcomes = future.results()[0]
             except Exception as e:  # noqa: BLE001 - a task that died (time limit, node failure) fails its jobs only
-                log.error(f"SLURM task {future.job_id} failed ({len(part)} jobs; rerun the command to resume them): {e}")
-                outcomes = [e] * len(part)
+                # ... those it had not finished: a stack that wrote its results before is done
+                outcomes = [e if o is NOT_DONE else o for o in finished_outcomes([jobs[g] for g in part])]
+                left = sum(o is e for o in outcomes)
+                log.error(f"SLURM task {future.job_id} ended early, {left} of its {len(part)} jobs unfinished (rerun the command): {e}")
             record_outcomes(returns, [pending[g] for g in part], outcomes)

@@ -259,3 +259,24 @@ def test_checkpoint_restores_one_run_into_a_differently_composed_stack(tmp_path)
     assert torch.equal(opt2.velocity[0][0, : sizes[1][1]], opt.velocity[0][1, : sizes[1][1]])
     assert status == ["finished"] and diverged == [None]
     assert torch.equal(sampler2.next()[0], sampler.next()[1])  # the same minibatch order from here on
+
+
+def test_atomic_writes_make_folders_keep_the_old_file_on_failure_and_are_group_readable(tmp_path):
+    import stat
+
+    from runner.files import FILE_MODE, atomic_write, atomic_write_bytes, write_text
+
+    target = tmp_path / "new" / "folder" / "result.json"
+    write_text(target, "first é\n")  # the folders are made on demand
+    assert target.read_text(encoding="utf-8") == "first é\n"
+    assert stat.S_IMODE(target.stat().st_mode) == FILE_MODE and FILE_MODE & 0o044  # not mkstemp's 0600
+
+    def broken(p: Path) -> None:
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken)
+    atomic_write_bytes(target.parent / "other.bin", b"\x00\x01")
+    assert target.read_text(encoding="utf-8") == "first é\n"  # a failed write leaves the old file as it was
+    assert sorted(p.name for p in target.parent.iterdir()) == ["other.bin", "result.json"]  # no temporary files left

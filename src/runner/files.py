@@ -26,11 +26,21 @@ def _default_mode() -> int:
 FILE_MODE = _default_mode()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in path's folder (created when missing), readable as FILE_MODE."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:  # only then: a mkdir per file cost ~0.1 ms a write in big sweeps
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) fills a temporary file, which then replaces path."""
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -42,8 +52,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """atomic_write for data in hand: one open of the temporary file instead of three."""
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
+    atomic_write_bytes(path, text.encode())
 
 
 def write_json(path: Path, obj) -> None:

@@ -15,6 +15,7 @@ wandb/          the W&B run (offline unless wandb.mode says otherwise)
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from runner.files import atomic_write, to_yaml, write_json, write_text
+from runner.files import atomic_write, atomic_write_bytes, to_yaml, write_json, write_text
 from runner.tracking import Tracker
 
 HISTORY_REWRITE_S = 5.0  # the longest a finished evaluation row waits before it is on disk
@@ -58,7 +59,7 @@ class HistoryFile:
             raise FileNotFoundError(f"{self.path} is shorter than its checkpoint says ({n_bytes} bytes)")
         with open(self.path, "rb") as f:
             head = f.read(n_bytes)
-        atomic_write(self.path, lambda p: p.write_bytes(head))
+        atomic_write_bytes(self.path, head)
         self.columns = head.decode().split("\n", 1)[0].split(",") if head else None
         self.rows = rows
 
@@ -175,7 +176,9 @@ class RunRecorder:
         """Local files first, result.json last (it marks the run done), then W&B, which may be slow."""
         self.history.flush()
         if weights is not None:
-            atomic_write(self.dir / "weights.pt", lambda p: torch.save([w.cpu() for w in weights], p))
+            buffer = io.BytesIO()
+            torch.save([w.cpu() for w in weights], buffer)
+            atomic_write_bytes(self.dir / "weights.pt", buffer.getvalue())
         write_json(self.dir / "result.json", result)
         summary = {k: v for k, v in result.items() if k != "config" and isinstance(v, (int, float, str)) and v is not None}
         self.tracker.finish(summary, status=result["status"])

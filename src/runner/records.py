@@ -97,14 +97,12 @@ class HistoryFile:
         old = pd.read_csv(self.path, dtype=str, keep_default_na=False) if self.path.exists() and self.rows else None
         frame = pd.DataFrame(self.pending, columns=columns)
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "w") as out:
-                out.write(",".join(columns) + "\n")
-                if old is not None:
-                    old.reindex(columns=columns, fill_value="").to_csv(out, header=False, index=False)
-                frame.to_csv(out, header=False, index=False, float_format=FLOAT_FORMAT)
-
-        atomic_write(self.path, write)
+        out = io.StringIO()  # in memory, then one atomic write (one open of the temporary file, not three)
+        out.write(",".join(columns) + "\n")
+        if old is not None:
+            old.reindex(columns=columns, fill_value="").to_csv(out, header=False, index=False)
+        frame.to_csv(out, header=False, index=False, float_format=FLOAT_FORMAT)
+        atomic_write_bytes(self.path, out.getvalue().encode())
         self.columns = columns
 
 

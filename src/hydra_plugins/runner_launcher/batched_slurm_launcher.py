@@ -58,11 +58,11 @@ NOT_DONE = object()
 
 def finished_outcomes(jobs: list) -> list:
     """Each job's final validation accuracy if its folder holds its finished result, else NOT_DONE."""
-    from runner.resume import finished_result
+    from runner.app import previous_result  # the check every launcher makes (resume: true)
 
     out = []
     for job in jobs:
-        done = finished_result(job.job_dir, job.config) if job.config.get("resume", False) else None
+        done = previous_result(job.config, job.job_dir)
         out.append(NOT_DONE if done is None else done.get("final_val_acc"))
     return out
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import CONF, compose_config, run_cli
 
 from runner import data, losses, model, optim, schedule, validate
 
@@ -135,3 +135,25 @@ def test_names_match_the_modules_that_implement_them():
 )
 def test_group_problems(argv, expected):
     assert validate.group_problems(argv) == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is present")
+def test_cuda_is_required_where_the_jobs_train_not_where_a_slurm_sweep_is_submitted(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from runner.validate import config_problems
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # given back after the test
+    found = {}
+    for launcher in ("basic", "batched", "slurm", "batched_slurm"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "train.device=cuda"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # as in the submitting process of a multirun
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        found[launcher] = any("no CUDA device" in p for p in config_problems(task))
+    assert found == {"basic": True, "batched": True, "slurm": False, "batched_slurm": False}
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # on the node itself the check applies again
+    assert any("no CUDA device" in p for p in config_problems(task))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def problems(cfg: dict) -> list[str]:
     integer("train.eval_every", t.get("eval_every"), 1)
     choice("train.dtype", t.get("dtype"), DTYPES)
     choice("train.device", t.get("device"), DEVICES)
-    if t.get("device") == "cuda" and not _cuda_present():
+    if t.get("device") == "cuda" and not _trains_elsewhere() and not _cuda_present():
         out.append("train.device='cuda': no CUDA device is present here; use auto or cpu")
     integer("train.checkpoint_every", t.get("checkpoint_every", 0), 0)
     th = t.get("threads")
@@ -116,6 +117,26 @@ def problems(cfg: dict) -> list[str]:
     integer("sharpness.iters", sh.get("iters", 20), k if _int(k) and k >= 1 else 1)  # k values need >= k Lanczos steps
     need(_num(sh.get("tol", 1e-6)) and sh.get("tol", 1e-6) > 0, "sharpness.tol", sh.get("tol"), "must be a number > 0")
     return out
+
+
+# Launchers whose jobs train on other machines (SLURM nodes): whether CUDA is present where the sweep
+# is submitted (a login node) says nothing about the nodes.
+REMOTE_LAUNCHERS = (
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    "hydra_plugins.runner_launcher.batched_slurm_launcher.BatchedSlurmLauncher",
+)
+
+
+def _trains_elsewhere() -> bool:
+    """A multirun submitted to SLURM, seen from the submitting process (inside a SLURM job the check
+    applies again: the plain slurm launcher validates each job on its node)."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return False
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return str(HydraConfig.get().launcher.get("_target_", "")) in REMOTE_LAUNCHERS
 
 
 def _cuda_present() -> bool:

@@ -38,6 +38,8 @@ def test_multirun_gives_four_finished_jobs_and_wandb_runs(cli, tmp_path):
         assert summary["config"]["loss"] == result["config"]["loss"]["name"]  # top-level dashboard keys
         assert summary["config"]["seed"] == result["config"]["seed"]
         assert "figures/dynamics" not in summary["summary"]  # wandb.figure=auto: no figure in a sweep's runs
+        # every run of the process lists the installed packages (runner.tracking reads them once)
+        assert f"torch=={torch.__version__}" in (runs[0] / "files" / "requirements.txt").read_text().splitlines()
         names.add(summary["name"])
         records = inspect(runs[0], full=True)
         groups.add(next(r["run"]["run_group"] for r in records if r.get("type") == "run"))
@@ -74,3 +76,21 @@ def test_wandb_mode_env_wins_over_default(cli, tmp_path):
     cli(*TINY, f"hydra.run.dir={tmp_path}/job", env={"WANDB_MODE": "disabled"})
     assert not (tmp_path / "job" / "wandb").exists()
     assert json.loads((tmp_path / "job" / "result.json").read_text())["config"]["wandb"]["mode"] == "disabled"
+
+
+def test_wandb_package_list_is_read_once_per_process():
+    from types import SimpleNamespace
+
+    from runner.tracking import _list_packages_once
+
+    calls = []
+
+    def working_set():
+        calls.append(1)
+        yield from ("torch", "wandb")
+
+    fake = SimpleNamespace(util=SimpleNamespace(working_set=working_set))
+    _list_packages_once(fake)
+    _list_packages_once(fake)  # idempotent: not wrapped twice
+    assert list(fake.util.working_set()) == list(fake.util.working_set()) == ["torch", "wandb"]
+    assert len(calls) == 1

@@ -157,3 +157,23 @@ def test_cuda_is_required_where_the_jobs_train_not_where_a_slurm_sweep_is_submit
     assert found == {"basic": True, "batched": True, "slurm": False, "batched_slurm": False}
     monkeypatch.setenv("SLURM_JOB_ID", "7")  # on the node itself the check applies again
     assert any("no CUDA device" in p for p in config_problems(task))
+
+
+def test_plain_resolves_like_a_masked_copy_of_the_config(monkeypatch):
+    """validate.plain resolves node by node (no copy of the tree): the same dict as the copy it replaced."""
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("RUNNER_TEST_TAG", "from-env")
+    cfg = OmegaConf.create(
+        {
+            "seed": "${model.width}",  # a top-level value pointing into a nested node
+            "model": {"width": 8, "same": "${.width}"},  # a relative interpolation
+            "wandb": {"tags": ["${oc.env:RUNNER_TEST_TAG}", "${oc.env:RUNNER_NOT_SET,fallback}"], "group": None},
+            "alias": "${wandb}",  # a whole node by interpolation
+            "missing": "???",
+            "hydra": {"job": {"num": 3}},
+        }
+    )
+    keys = [k for k in cfg if k != "hydra"]
+    assert validate.plain(cfg) == OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    assert validate.plain(cfg)["alias"]["tags"] == ["from-env", "fallback"] and validate.plain(cfg)["missing"] == "???"

@@ -96,7 +96,7 @@ def run(cfg: DictConfig) -> float | None:
     if threads:
         torch.set_num_threads(int(threads))
     device = resolve_device(job.config["train"]["device"])
-    data = data_from_config(cfg)
+    data = data_from_config(config)  # the resolved dict: nothing resolved twice
     progress = bool(job.config["train"]["progress"]) and os.environ.get("RUNNER_NO_PROGRESS") is None
     (result,) = train_jobs([job], data, device, progress=progress)
     log.info(summary_line(job, result))
